@@ -1,0 +1,291 @@
+# The device agent main.py runs: confirm a new image at boot (self-test, boot attempts), check for
+# updates on a schedule, install them, and tell the operator (audit log, status reports).
+#
+#   import ota.agent
+#   a = ota.agent.Agent(self_test=my_checks, connect=wifi_up)
+#   a.boot()        # first thing at every boot: confirm the image on probation, or roll back
+#   a.run()         # forever: check, install, sleep (jitter, backoff), a.wake() checks now
+#   a.check_now(source=..., verify=..., secure=..., reboot=False)   # one run, settings overridden
+import machine
+
+from . import audit, bootstate, config, otadata, slot, state
+from .compat import collect, mem_free, sleep_ms
+from .errors import OTAError
+
+# Reasons that are the network's fault: retried with backoff. Everything else is a refusal.
+_TRANSIENT = ("source_error", "truncated", "timeout", "stalled", "connect", "network", "tls", "dns",
+              "bad_response", "http_500", "http_502", "http_503", "http_504", "http_429", "not_found",
+              "http_404", "flash_error")
+
+
+def _device_id():
+    import binascii
+
+    return binascii.hexlify(machine.unique_id()).decode()
+
+
+class Agent:
+    def __init__(self, config_path=config.PATH, self_test=None, connect=None, power_ok=None):
+        """self_test(): your checks, truthy when the firmware works. connect(): bring the network
+        up (truthy when connected). power_ok(): truthy when there is energy for an update now."""
+        self.config_path = config_path
+        self.cfg = config.load(config_path)
+        self.self_test = self_test
+        self.connect = connect
+        self.power_ok = power_ok
+        self.failures = 0
+        self.retry_after = None
+        self._wake = False
+
+    # --- reports
+
+    def _log(self, event, **fields):
+        audit.append(self.cfg["log"], self.cfg["log_max"], event, **fields)
+
+    def report(self, event, **fields):
+        """Audit log line, then a best-effort POST to report_url: never raises, never blocks long."""
+        self._log(event, **fields)
+        url = self.cfg["report_url"]
+        if not url:
+            return
+        import json
+
+        doc = {"device_id": self.cfg["device_id"] or _device_id(), "event": event,
+               "running_version": self._running_version(), "channel": self.cfg["channel"],
+               "time": audit.trusted_time()}
+        for k in fields:
+            doc[k] = fields[k]
+        try:
+            f = self._fetcher(self.cfg, timeout=5000)
+            f.post_json(url, json.dumps(doc).encode(), 512)
+        except Exception as e:  # best effort: a report must never stop an update or a rollback
+            print("ota: report not sent: %r" % (e,))
+
+    def _running_version(self):
+        cur = state.get_json("cur")
+        return cur.get("version") if cur else None
+
+    # --- the pieces of a check
+
+    def _fetcher(self, cfg, timeout=15000):
+        from .compat import fs
+        from .http import HttpFetcher
+
+        def read(name):
+            if not name:
+                return None
+            try:
+                with fs.open(name, "rb") as f:
+                    return f.read()
+            except OSError:
+                raise OTAError("bad_config", "cannot read %s from the filesystem" % name)
+
+        ca = read(cfg["ca"]) if cfg["secure"] or cfg["source"].startswith("https:") else None
+        return HttpFetcher(ca=ca, cert=read(cfg["client_cert"]), key=read(cfg["client_key"]),
+                           allow_http=not cfg["secure"], connect_timeout=timeout)
+
+    def _trust(self, cfg):
+        from .trust import Trust
+
+        if not cfg["keys"]:
+            raise OTAError("no_keys", "no trusted keys in %s: ota.config.key('add', name, public_key)" % self.config_path)
+        return Trust.from_list(list(cfg["keys"].values()), cfg["key_threshold"])
+
+    def _facts(self, cfg):
+        return {"channel": cfg["channel"], "board": cfg["board"], "allow_downgrade": cfg["allow_downgrade"],
+                "now": audit.trusted_time(), "device_id": cfg["device_id"] or _device_id()}
+
+    def _not_now(self, cfg):
+        """Why an update must wait (a reason string), or None. Waiting is not a failure."""
+        if self.power_ok is not None:
+            try:
+                if not self.power_ok():
+                    return "power"
+            except Exception:
+                return "power"
+        if cfg["min_free_heap"]:
+            collect()
+            free = mem_free()
+            if free is not None and free < cfg["min_free_heap"]:
+                return "heap"
+        win = cfg["window"]
+        if win:
+            now = audit.trusted_time()
+            if now is None:
+                return "clock"  # a window needs a set clock: better late than at the wrong hour
+            hour = (now // 3600) % 24
+            start, end = win
+            inside = start <= hour < end if start <= end else (hour >= start or hour < end)
+            if not inside:
+                return "window"
+        return None
+
+    def check_now(self, reboot=True, **overrides):
+        """One update check with the saved settings, `overrides` winning for this run only
+        (source=, verify=, secure=, channel=...). Returns the event: "installed",
+        "up_to_date", "refused", "failed" or "not_now"."""
+        from . import update
+
+        cfg = dict(self.cfg)
+        for k in overrides:
+            cfg[k] = config.check_value(k, overrides[k])
+        self.retry_after = None
+        if not cfg["source"]:
+            self._log("failed", reason="no_source")
+            print("ota: no update source configured: ota.config.set('source', 'https://.../stable.json')")
+            return "failed"
+        if not cfg["verify"]:
+            print("ota: WARNING: signature verification is turned OFF in %s: any server can install anything" % self.config_path)
+            self._log("verification_off")
+        why = self._not_now(cfg)
+        if why:
+            self._log("not_now", reason=why)
+            return "not_now"
+        try:
+            self.connect is None or self.connect()
+            fetcher = self._fetcher(cfg)
+            trust = self._trust(cfg) if cfg["verify"] else None
+            m = update.check(fetcher, cfg["source"], trust, self._facts(cfg), cfg["verify"])
+        except OTAError as e:
+            return self._refused(e)
+        self.report("downloading", target_version=m.version, manifest_sha256=_hex(m.sha256))
+        from .compat import ticks_diff, ticks_ms
+
+        t0 = ticks_ms()
+        try:
+            r = update.install_release(fetcher, cfg["source"], m)
+        except OTAError as e:
+            return self._refused(e, m.version)
+        self.failures = 0
+        self.report("installed", target_version=m.version, bytes=r["downloaded"],
+                    duration_ms=ticks_diff(ticks_ms(), t0), message=r["artifact"])
+        if reboot:
+            machine.reset()
+        return "installed"
+
+    def _refused(self, e, target=None):
+        if e.reason == "up_to_date":
+            self.failures = 0
+            self._log("up_to_date")
+            return "up_to_date"
+        transient = e.reason in _TRANSIENT or e.reason.startswith("http_5")
+        if transient:
+            self.failures += 1
+            self.retry_after = e.retry_after
+        event = "failed" if transient else "refused"
+        self.report(event, target_version=target, reason=e.reason, message=e.message[:200])
+        return event
+
+    # --- boot
+
+    def _self_test_ok(self):
+        """(ok, why): the user's checks, the network, and the update server answering with a
+        manifest that verifies — a firmware that cannot reach its server must not be kept."""
+        from . import update
+
+        try:
+            if self.self_test is not None and not self.self_test():
+                return False, "self-test failed"
+            if self.connect is not None and not self.connect():
+                return False, "network does not come up"
+            if self.cfg["source"]:
+                update.fetch_verified(self._fetcher(self.cfg), self.cfg["source"],
+                                      self._trust(self.cfg) if self.cfg["verify"] else None)
+        except OTAError as e:
+            return False, "update server check failed: %s" % e
+        except Exception as e:
+            return False, "self-test raised %r" % (e,)
+        return True, None
+
+    def _rollback(self, why):
+        pend = state.get_json("pend")
+        rep = {"event": "rolled_back", "reason": why[:120], "target_version": pend.get("version") if pend else None}
+        try:
+            state.set_json("rep", rep)  # sent by the previous image after the reset: it has a network
+        except (OSError, ValueError):
+            pass
+        self._log("rolled_back", reason=why[:120], target_version=rep["target_version"])
+        state.erase("probe")
+        bootstate.rollback(why)
+
+    def _send_pending_report(self):
+        rep = state.get_json("rep")
+        if rep is not None:
+            state.erase("rep")
+            ev = rep.pop("event", "rolled_back")
+            self.report(ev, **rep)
+
+    def boot(self):
+        """Confirm or roll back the image that runs. Returns "confirmed" or "already_valid";
+        does not return when it rolls back (machine.reset())."""
+        limit = self.cfg["boot_retry_limit"]
+        run = slot.running()
+        st = bootstate.running_state(run)
+        probe = state.get_json("probe")
+        if probe is not None and probe.get("slot") != slot.label(run):
+            state.erase("probe")  # a rolled-back image's counter
+            probe = None
+        fresh = st in (otadata.PENDING_VERIFY, otadata.NEW, otadata.UNDEFINED)
+        if fresh and limit > 1:
+            # Take over from ESP-IDF's single-shot rollback (one brownout would roll back a good
+            # image): count boots ourselves. The counter is written before the bootloader's
+            # rollback is cancelled, so a power cut between the two still rolls back.
+            if probe is None:
+                probe = {"slot": slot.label(run), "tries": 0}
+                state.set_json("probe", probe)
+            try:
+                import esp32
+
+                esp32.Partition.mark_app_valid_cancel_rollback()
+            except OSError:
+                pass
+            fresh = False
+        if probe is None and not fresh:
+            bootstate.reconcile(run)
+            self._send_pending_report()
+            return "already_valid"
+        if probe is not None:
+            probe["tries"] = probe.get("tries", 0) + 1
+            state.set_json("probe", probe)
+            if probe["tries"] > limit:
+                self._rollback("no successful self-test in %d boots" % limit)
+        ok, why = self._self_test_ok()
+        if not ok:
+            self._rollback(why)
+        if probe is not None:
+            state.erase("probe")
+            bootstate.reconcile(run)
+            result = "confirmed"
+        else:
+            result = bootstate.confirm()
+        self._send_pending_report()
+        self.report("confirmed", running_version=self._running_version(), boot_attempts=probe["tries"] if probe else 1)
+        return result
+
+    # --- the schedule
+
+    def wake(self):
+        """Check at the next opportunity (a push notification or a button calls this)."""
+        self._wake = True
+
+    def run(self, max_checks=None):
+        """Check for updates forever (or max_checks times), sleeping between checks."""
+        from .schedule import Timer, next_delay
+
+        n = 0
+        while max_checks is None or n < max_checks:
+            n += 1
+            self._wake = False
+            event = self.check_now()
+            if max_checks is not None and n >= max_checks:
+                return event
+            t = Timer(next_delay(self.cfg, self.failures if event == "failed" else 0, self.retry_after))
+            while t.remaining() and not self._wake:
+                sleep_ms(min(t.chunk(), 1000))
+        return None
+
+
+def _hex(b):
+    import binascii
+
+    return binascii.hexlify(b).decode()

@@ -1,0 +1,157 @@
+# Sockets and TLS (used by ota/http.py).
+from . import MICROPYTHON, const
+
+# http.py reaches the network only through the functions below. What differs:
+# - MicroPython's TLS socket is a stream (read/readinto/write). A blocking readinto() fills the
+#   whole buffer before it returns, so reads run non-blocking behind select.poll to return what
+#   arrived and to time out; CPython's SSLSocket.recv_into returns what one record holds and
+#   honours settimeout() as a deadline per call.
+# - CPython loads a client certificate only from files, MicroPython from DER bytes.
+# - getaddrinfo gives a bytearray sockaddr on the unix port and a tuple elsewhere: it is only ever
+#   handed back to connect().
+# A connection is a list [socket, poller, raw_socket] so the poller is made once per connection.
+import socket as _socket
+
+_ETIMEDOUT = const(110)
+
+if MICROPYTHON:
+    import select as _select
+
+    def _tls_context(ca):
+        # The native `tls` module: `ssl` is a Python wrapper over it (micropython-lib, frozen in the
+        # firmware but not on every import path) whose context starts with CERT_NONE.
+        import tls
+
+        ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = tls.CERT_REQUIRED  # pyright: ignore[reportAttributeAccessIssue] (stub lacks it)
+        ctx.load_verify_locations(ca)
+        return ctx
+
+    def _client_cert(ctx, cert, key):
+        ctx.load_cert_chain(cert, key)
+
+    def net_write(conn, data, timeout_ms):
+        # Still blocking here (requests are written before the first read): write() sends it all.
+        conn[2].settimeout(timeout_ms / 1000)
+        view = memoryview(data)
+        done = 0
+        while done < len(data):
+            n = conn[0].write(view[done:])
+            if not n:
+                raise OSError(_ETIMEDOUT)
+            done += n
+
+    def net_readinto(conn, buf, nbytes, timeout_ms):
+        """Read at most nbytes into buf[0:]: n > 0 bytes, 0 at the end of the stream, None when
+        nothing arrived within timeout_ms, -1 when bytes arrived but no whole TLS record yet."""
+        s = conn[0]
+        poller = conn[1]
+        if poller is None:
+            s.setblocking(False)
+            poller = _select.poll()
+            poller.register(s, _select.POLLIN)
+            conn[1] = poller
+        n = s.readinto(buf, nbytes)
+        if n is not None:
+            return n
+        for _ in poller.ipoll(timeout_ms):  # ipoll: no list allocated per wait
+            n = s.readinto(buf, nbytes)
+            return -1 if n is None else n
+        return None
+
+    def is_timeout(e):
+        return isinstance(e, OSError) and e.args and e.args[0] in (_ETIMEDOUT, -_ETIMEDOUT)
+
+    def tls_rejected(e):
+        # mbedTLS reports a failed certificate verification (CA, name, dates) as ValueError.
+        return isinstance(e, ValueError)
+
+else:
+    import ssl as _ssl
+
+    def _tls_context(ca):
+        ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)  # loads no system CAs
+        ctx.verify_mode = _ssl.CERT_REQUIRED
+        ctx.check_hostname = True  # pyright: ignore[reportAttributeAccessIssue] (CPython only)  # mbedTLS checks the name given as server_hostname itself
+        ctx.load_verify_locations(cadata=ca)
+        return ctx
+
+    def _client_cert(ctx, cert, key):
+        # CPython loads the pair only from files: write PEM copies to a private temporary folder.
+        import binascii
+        import os
+        import tempfile
+
+        def pem(label, der):
+            b64 = binascii.b2a_base64(der, newline=False).decode()
+            lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
+            return "-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, "\n".join(lines), label)
+
+        with tempfile.TemporaryDirectory() as d:
+            cpath = d + "/cert.pem"
+            kpath = d + "/key.pem"
+            with open(cpath, "w") as f:
+                f.write(pem("CERTIFICATE", cert))
+            with open(os.open(kpath, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:  # pyright: ignore[reportAttributeAccessIssue] (CPython only)
+                f.write(pem("PRIVATE KEY", key))  # PKCS#8 DER
+            ctx.load_cert_chain(cpath, kpath)
+
+    def net_write(conn, data, timeout_ms):
+        conn[0].settimeout(timeout_ms / 1000)
+        conn[0].sendall(data)
+
+    def net_readinto(conn, buf, nbytes, timeout_ms):
+        """Read at most nbytes into buf[0:]: n > 0 bytes, 0 at the end of the stream, None when
+        nothing arrived within timeout_ms (-1, 'bytes but no whole record', never happens here)."""
+        s = conn[0]
+        s.settimeout(max(timeout_ms, 1) / 1000)
+        try:
+            return s.recv_into(buf, nbytes)
+        except (_socket.timeout, _ssl.SSLWantReadError):  # pyright: ignore[reportAttributeAccessIssue] (CPython only)
+            return None
+
+    def is_timeout(e):
+        return isinstance(e, TimeoutError)
+
+    def tls_rejected(e):
+        return isinstance(e, _ssl.SSLCertVerificationError)
+
+
+def tls_context(ca, cert=None, key=None):
+    """Client TLS context trusting only `ca` (DER). Loading a self-signed server certificate as the
+    only CA pins that certificate. `cert`/`key` (DER, key in PKCS#8) enable mutual TLS."""
+    ctx = _tls_context(ca)
+    if cert is not None:
+        _client_cert(ctx, cert, key)
+    return ctx
+
+
+def net_open(host, port, timeout_ms):
+    """TCP connect to the first of (at most 4) addresses getaddrinfo gives that answers; blocking
+    with timeout_ms per socket operation. Returns a connection: [socket, poller, raw socket]."""
+    addrs = _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM)
+    err = OSError("no address for " + host)
+    for ai in addrs[:4]:
+        raw = _socket.socket(ai[0], _socket.SOCK_STREAM)
+        try:
+            raw.settimeout(timeout_ms / 1000)
+            raw.connect(ai[-1])
+            return [raw, None, raw]
+        except OSError as e:
+            raw.close()
+            err = e
+    raise err
+
+
+def tls_start(conn, ctx, host):
+    """TLS handshake on a fresh connection (same timeout as the connect); the name is always sent
+    (SNI) and checked against the certificate."""
+    conn[0] = ctx.wrap_socket(conn[2], server_hostname=host)
+
+
+def net_close(conn):
+    for s in (conn[0], conn[2]):
+        try:
+            s.close()
+        except Exception:
+            pass

@@ -1,0 +1,609 @@
+# HTTPS fetcher (the interface is in fetch.py): HTTP/1.1 over socket + ssl, the same code on
+# MicroPython and CPython (interpreter differences are in compat, "sockets and TLS").
+#
+# Trust: `ca` is the DER certificate of the CA that signed the server certificate. To pin one
+# server instead, give its self-signed certificate as `ca`: with PROTOCOL_TLS_CLIENT and
+# CERT_REQUIRED the context then trusts that certificate and nothing else (mbedTLS and OpenSSL both
+# accept a self-signed end-entity certificate found in the trust list). The host name of the URL is
+# always sent (SNI) and checked against the certificate. Certificate dates are checked against the
+# clock: set it (NTP) before the first download.
+#
+# One request per connection (Connection: close) keeps the memory flat: one TLS session, one small
+# line buffer for the response head and chunk sizes; body bytes go straight into the caller's
+# buffer. Every length read from the network is bounded. All failures are OTAError.
+#
+# Timeouts, in ms: connect_timeout for each socket operation of connect + TLS handshake + request;
+# read_timeout when the server sends nothing at all; stall_timeout when bytes arrive but no progress
+# is made: the response head must be complete, and each body.readinto() must deliver a byte, within
+# it (a server dripping a header or a TLS record byte by byte ends as "stalled").
+from .compat import const, ticks_ms, ticks_diff
+from .compat.net import tls_context, net_open, tls_start, net_write, net_readinto, net_close, is_timeout, tls_rejected
+from .errors import OTAError
+
+_HEAD = const(0)
+_BODY = const(1)
+_DONE = const(2)
+_CLOSED = const(3)
+
+_MAX_INTERIM = const(4)  # 1xx responses skipped before the real one
+_MAX_LENGTH_DIGITS = const(12)
+_MAX_CHUNK_DIGITS = const(8)
+_MAX_ETAG = const(200)
+
+
+def _bad(where, what):
+    return OTAError("bad_response", "%s: %s" % (where, what))
+
+
+def parse_url(url):
+    """-> (scheme, host, port, target, authority) of http(s)://host[:port][/path][?query]."""
+    for c in url:
+        if c <= " " or c > "~":
+            raise OTAError("bad_url", "URL contains a space, control or non-ASCII character: %r" % url)
+    i = url.find("://")
+    scheme = url[:i].lower() if i > 0 else ""
+    if scheme not in ("https", "http"):
+        raise OTAError("bad_url", "only https:// (or http:// when allowed) URLs: %r" % url)
+    rest = url[i + 3:]
+    j = len(rest)
+    for sep in "/?#":
+        k = rest.find(sep)
+        if 0 <= k < j:
+            j = k
+    authority = rest[:j]
+    target = rest[j:]
+    k = target.find("#")
+    if k >= 0:
+        target = target[:k]
+    if not target.startswith("/"):
+        target = "/" + target
+    if "@" in authority:
+        raise OTAError("bad_url", "credentials in URLs are not supported: %r" % url)
+    port_text = ""
+    if authority.startswith("["):
+        k = authority.find("]")
+        host = authority[1:k] if k > 0 else ""
+        if k < 0 or (authority[k + 1:] and not authority[k + 1:].startswith(":")):
+            raise OTAError("bad_url", "bad IPv6 address in %r" % url)
+        port_text = authority[k + 2:]
+    else:
+        k = authority.find(":")
+        host = authority if k < 0 else authority[:k]
+        if k >= 0:
+            port_text = authority[k + 1:]
+    port = 443 if scheme == "https" else 80
+    if port_text:
+        if not port_text.isdigit() or len(port_text) > 5 or not 0 < int(port_text) < 65536:
+            raise OTAError("bad_url", "bad port in %r" % url)
+        port = int(port_text)
+    if not host:
+        raise OTAError("bad_url", "no host in %r" % url)
+    return scheme, host, port, target, authority
+
+
+def resolve_url(base, location):
+    """The absolute URL a Location header (absolute, //host/..., /path or relative) points to."""
+    if "://" in location:
+        return location
+    scheme, _, _, target, authority = parse_url(base)
+    if location.startswith("//"):
+        return scheme + ":" + location
+    if location.startswith("/"):
+        return scheme + "://" + authority + location
+    k = target.find("?")
+    path = target if k < 0 else target[:k]
+    return scheme + "://" + authority + path[: path.rfind("/") + 1] + location
+
+
+def _uint(buf, a, b, max_digits):
+    # Strict decimal: digits only, bounded; -1 when it is not one.
+    if b <= a or b - a > max_digits:
+        return -1
+    v = 0
+    while a < b:
+        c = buf[a]
+        if c < 48 or c > 57:
+            return -1
+        v = v * 10 + c - 48
+        a += 1
+    return v
+
+
+def _ascii(v):
+    # Printable ASCII as str, else None (decode() of arbitrary bytes may raise on MicroPython).
+    for c in v:
+        if c < 32 or c > 126:
+            return None
+    return v.decode()
+
+
+def _content_range(v):
+    # b"bytes START-END/TOTAL" (TOTAL may be "*") -> (start, end, total or None), None if malformed.
+    if not v.startswith(b"bytes "):
+        return None
+    dash = v.find(b"-", 6)
+    slash = v.find(b"/", 6)
+    if dash < 0 or slash < dash:
+        return None
+    start = _uint(v, 6, dash, _MAX_LENGTH_DIGITS)
+    end = _uint(v, dash + 1, slash, _MAX_LENGTH_DIGITS)
+    if v[slash + 1:] == b"*":
+        total = None
+    else:
+        total = _uint(v, slash + 1, len(v), _MAX_LENGTH_DIGITS)
+        if total < 0:
+            return None
+    if start < 0 or end < start:
+        return None
+    return start, end, total
+
+
+class HttpBody:
+    """One response. After open(): status, offset, total, etag; readinto()/close() for the body."""
+
+    def __init__(self, fetcher, conn, where):
+        self._conn = conn
+        self._where = where
+        self._rb = bytearray(fetcher.max_line + 2)  # a line, its CRLF
+        self._rmv = memoryview(self._rb)
+        self._rpos = 0
+        self._rend = 0
+        self._la = 0  # the last line read: self._rb[_la:_lb]
+        self._lb = 0
+        self._read_to = fetcher.read_timeout
+        self._stall = fetcher.stall_timeout
+        self._max_headers = fetcher.max_headers
+        self._max_head_bytes = fetcher.max_header_bytes
+        self._state = _HEAD
+        self.status = 0
+        self.offset = 0
+        self.total = None
+        self.etag = None
+        self.length = None  # Content-Length
+        self.chunked = False
+        self.location = None
+        self.retry_after = None
+        self._range = None
+        self._left = 0  # bytes left in the body (Content-Length) or in the current chunk
+        self._allowed = None  # bytes the caller still accepts (max_length), None: no limit
+        self._crlf = False  # a CRLF is due after the current chunk's data
+
+    # --- reading from the connection
+
+    def _recv(self, buf, nbytes, since):
+        # n > 0 bytes into buf[0:n], or 0 at the end of the stream; OTAError on a timeout.
+        quiet = ticks_ms()
+        while True:
+            now = ticks_ms()
+            left = self._stall - ticks_diff(now, since)
+            if left <= 0:
+                raise OTAError("stalled", "%s made no progress for %d ms" % (self._where, self._stall))
+            wait = self._read_to - ticks_diff(now, quiet)
+            if wait <= 0:
+                raise OTAError("timeout", "%s sent nothing for %d ms" % (self._where, self._read_to))
+            try:
+                n = net_readinto(self._conn, buf, nbytes, wait if wait < left else left)
+            except MemoryError:
+                raise
+            except Exception as e:
+                raise _net_error(e, self._where)
+            if n is None:
+                continue
+            if n < 0:  # bytes arrived, not yet a whole TLS record
+                quiet = ticks_ms()
+                continue
+            return n
+
+    def _fill(self, since):
+        rb = self._rb
+        if self._rpos:
+            k = self._rend - self._rpos
+            if k:
+                rb[0:k] = self._rmv[self._rpos:self._rend]
+            self._rpos = 0
+            self._rend = k
+        free = len(rb) - self._rend
+        if not free:
+            raise _bad(self._where, "a header or chunk-size line is longer than %d bytes" % (len(rb) - 2))
+        if self._rend:
+            n = self._recv(self._rmv[self._rend:], free, since)
+        else:
+            n = self._recv(rb, free, since)
+        if not n:
+            raise OTAError("truncated", "%s closed the connection in the middle of a %s"
+                           % (self._where, "response head" if self._state == _HEAD else "chunk header"))
+        self._rend += n
+
+    def _line(self, since):
+        # The next line, without its CRLF (a bare LF is accepted), as self._rb[_la:_lb].
+        rb = self._rb
+        while True:
+            i = rb.find(b"\n", self._rpos, self._rend)
+            if i >= 0:
+                break
+            self._fill(since)
+        self._la = a = self._rpos
+        self._rpos = i + 1
+        if i > a and rb[i - 1] == 13:
+            i -= 1
+        self._lb = i
+        return i + 1 - a
+
+    # --- the response head
+
+    def _status_line(self, since):
+        self._line(since)
+        line = bytes(self._rmv[self._la:self._lb])
+        n = len(line)
+        ok = n >= 12 and line.startswith(b"HTTP/1.") and line[7] in (48, 49) and line[8] == 32
+        status = _uint(line, 9, 12, 3) if ok else -1
+        if status < 100 or (n > 12 and line[12] != 32):
+            raise _bad(self._where, "not an HTTP/1.x status line: %r" % line[:40])
+        return status
+
+    def _headers(self, since, budget, store):
+        # Header lines up to the empty line; `store` keeps the ones we use. Returns what is left of
+        # the byte budget.
+        count = 0
+        while True:
+            budget -= self._line(since)
+            if budget < 0:
+                raise _bad(self._where, "response head longer than %d bytes" % self._max_head_bytes)
+            a = self._la
+            b = self._lb
+            if a == b:
+                return budget
+            count += 1
+            if count > self._max_headers:
+                raise _bad(self._where, "more than %d header lines" % self._max_headers)
+            rb = self._rb
+            colon = rb.find(b":", a, b)
+            if colon <= a or rb[a] in (32, 9) or rb[colon - 1] in (32, 9):
+                raise _bad(self._where, "malformed header line %r" % bytes(self._rmv[a:min(b, a + 40)]))
+            if store:
+                self._header(bytes(self._rmv[a:colon]).lower(), bytes(self._rmv[colon + 1:b]).strip())
+
+    def _header(self, name, value):
+        where = self._where
+        if name == b"content-length":
+            n = _uint(value, 0, len(value), _MAX_LENGTH_DIGITS)
+            if n < 0 or (self.length is not None and n != self.length):
+                raise _bad(where, "bad Content-Length %r" % value)
+            self.length = n
+        elif name == b"transfer-encoding":
+            if value.lower() != b"chunked":
+                raise _bad(where, "unsupported Transfer-Encoding %r" % value)
+            self.chunked = True
+        elif name == b"content-encoding":
+            if value.lower() != b"identity":
+                raise _bad(where, "unrequested Content-Encoding %r" % value)
+        elif name == b"content-range":
+            self._range = value
+        elif name == b"etag":
+            if len(value) <= _MAX_ETAG:
+                self.etag = _ascii(value)
+        elif name == b"location":
+            self.location = _ascii(value)
+            if self.location is None:
+                raise _bad(where, "Location with non-ASCII bytes")
+        elif name == b"retry-after":
+            n = _uint(value, 0, len(value), 9)
+            self.retry_after = n if n >= 0 else None
+
+    def _read_head(self, since):
+        budget = self._max_head_bytes
+        for _ in range(_MAX_INTERIM + 1):
+            status = self._status_line(since)
+            budget -= self._lb - self._la + 2
+            if status >= 200:
+                self.status = status
+                self._headers(since, budget, True)
+                break
+            budget = self._headers(since, budget, False)  # 1xx: informational, skipped
+        else:
+            raise _bad(self._where, "too many 1xx responses")
+        if self.chunked:
+            self.length = None  # RFC 9112: Transfer-Encoding overrides Content-Length
+        elif self.length is None and status in (204, 205, 304):
+            self.length = 0
+        self._state = _BODY
+
+    # --- the body
+
+    def readinto(self, buf):
+        if self._state >= _DONE:
+            if self._state == _DONE:
+                return 0
+            raise OTAError("closed", "readinto() on a closed response from %s" % self._where)
+        try:
+            return self._readinto(buf)
+        except MemoryError:
+            raise
+        except Exception as e:
+            self.close()
+            raise _net_error(e, self._where)
+
+    def _readinto(self, buf):
+        size = len(buf)
+        if not size:
+            raise OTAError("bad_call", "readinto() needs a non-empty buffer")
+        since = ticks_ms()
+        if self.chunked and not self._left:
+            self._next_chunk(since)
+            if self._state == _DONE:
+                return 0
+        want = self._left if self._left < size else size
+        if self._allowed is not None:
+            if not self._allowed:
+                raise OTAError("too_long", "%s sends more than the maximum length" % self._where)
+            if want > self._allowed:
+                want = self._allowed
+        k = self._rend - self._rpos
+        if k:  # bytes that came with the head or a chunk header
+            if k > want:
+                k = want
+            buf[0:k] = self._rmv[self._rpos:self._rpos + k]
+            self._rpos += k
+            n = k
+        else:
+            n = self._recv(buf, want, since)
+            if not n:
+                raise OTAError("truncated", "%s closed the connection %d bytes before the end of the %s"
+                               % (self._where, self._left, "chunk" if self.chunked else "body"))
+        self._left -= n
+        if self._allowed is not None:
+            self._allowed -= n
+        if not self._left and not self.chunked:
+            self._state = _DONE
+        return n
+
+    def _next_chunk(self, since):
+        if self._crlf:
+            self._line(since)
+            if self._la != self._lb:
+                raise _bad(self._where, "chunk data longer than its size")
+            self._crlf = False
+        self._line(since)
+        # chunk-size: hex digits only, then nothing or (optional blanks) ";extensions"
+        rb = self._rb
+        i = self._la
+        b = self._lb
+        size = 0
+        while i < b:
+            c = rb[i]
+            if 48 <= c <= 57:
+                c -= 48
+            elif 97 <= c <= 102:
+                c -= 87
+            elif 65 <= c <= 70:
+                c -= 55
+            else:
+                break
+            size = size * 16 + c
+            i += 1
+        digits = i - self._la
+        while i < b and rb[i] in (32, 9):
+            i += 1
+        if not digits or digits > _MAX_CHUNK_DIGITS or (i < b and rb[i] != 59):
+            raise _bad(self._where, "bad chunk size line %r" % bytes(self._rmv[self._la:min(b, self._la + 40)]))
+        if not size:
+            self._headers(since, self._max_head_bytes, False)  # trailers: bounded, ignored
+            self._state = _DONE
+            return
+        if self._allowed is not None and size > self._allowed:
+            raise OTAError("too_long", "%s sends more than the maximum length" % self._where)
+        self._left = size
+        self._crlf = True
+
+    def close(self):
+        if self._state != _CLOSED:
+            self._state = _CLOSED
+            net_close(self._conn)
+            self._rb = self._rmv = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _net_error(e, where):
+    if isinstance(e, OTAError):
+        return e
+    if is_timeout(e):
+        return OTAError("timeout", "%s did not answer in time" % where)
+    return OTAError("network", "%s: %s %s" % (where, type(e).__name__, e))
+
+
+def _http_error(url, body):
+    e = OTAError("http_%d" % body.status, "%s answered HTTP %d" % (url, body.status))
+    e.retry_after = body.retry_after if body.status in (429, 503) else None
+    return e
+
+
+class HttpFetcher:
+    """Fetcher over HTTPS (see fetch.py). `ca`: DER CA certificate, or the server's own self-signed
+    certificate to pin it. `cert`/`key`: DER client certificate and PKCS#8 key for mutual TLS.
+    Plain http:// is refused unless allow_http=True, and then warned about on every use."""
+
+    def __init__(self, ca=None, cert=None, key=None, allow_http=False,
+                 connect_timeout=15000, read_timeout=10000, stall_timeout=30000,
+                 max_redirects=3, max_line=1024, max_headers=32, max_header_bytes=8192):
+        self.ca = ca
+        self.cert = cert
+        self.key = key
+        self.allow_http = allow_http
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.stall_timeout = stall_timeout
+        self.max_redirects = max_redirects
+        self.max_line = max_line
+        self.max_headers = max_headers
+        self.max_header_bytes = max_header_bytes
+        self._ctx = None
+        self._known_url = None  # total and ETag last seen for one URL: a resume must match them
+        self._known_total = None
+
+    def _context(self):
+        if self._ctx is None:
+            if self.ca is None:
+                raise OTAError("no_ca", "https needs a CA certificate (or the server's certificate, to "
+                                        "pin it) in DER: HttpFetcher(ca=...)")
+            try:
+                self._ctx = tls_context(self.ca, self.cert, self.key)
+            except MemoryError:
+                raise
+            except Exception as e:
+                raise OTAError("bad_ca", "cannot load the CA or client certificate: %s" % e)
+        return self._ctx
+
+    def _exchange(self, method, url, headers, data):
+        # Connect, send one request, read the response head. Returns the HttpBody.
+        scheme, host, port, target, authority = parse_url(url)
+        where = "%s:%d" % (host, port)
+        if scheme == "http":
+            if not self.allow_http:
+                raise OTAError("insecure", "plain http:// refused (no integrity, no authenticity): %s" % url)
+            print("ota: WARNING: plain http:// for %s: the transport is not authenticated" % url)
+            ctx = None
+        else:
+            ctx = self._context()
+        try:
+            conn = net_open(host, port, self.connect_timeout)
+        except MemoryError:
+            raise
+        except Exception as e:
+            if is_timeout(e):
+                raise OTAError("timeout", "cannot connect to %s in %d ms" % (where, self.connect_timeout))
+            raise OTAError("connect", "cannot connect to %s: %s" % (where, e))
+        body = HttpBody(self, conn, where)
+        try:
+            if ctx is not None:
+                try:
+                    tls_start(conn, ctx, host)
+                except MemoryError:
+                    raise
+                except Exception as e:
+                    if tls_rejected(e):
+                        raise OTAError("tls_verify", "certificate of %s rejected: %s" % (where, str(e).strip()))
+                    if is_timeout(e):
+                        raise OTAError("timeout", "TLS handshake with %s timed out" % where)
+                    raise OTAError("tls", "TLS handshake with %s failed: %s %s" % (where, type(e).__name__, e))
+            req = "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ota\r\nAccept-Encoding: identity\r\n" \
+                  "Connection: close\r\n%s\r\n" % (method, target, authority, headers)
+            net_write(conn, req.encode(), self.connect_timeout)
+            if data:
+                net_write(conn, data, self.connect_timeout)
+            body._read_head(ticks_ms())
+        except MemoryError:
+            body.close()
+            raise
+        except Exception as e:
+            body.close()
+            raise _net_error(e, where)
+        return body
+
+    def open(self, url, offset=0, max_length=None, etag=None):
+        if offset < 0 or (max_length is not None and offset > max_length):
+            raise OTAError("bad_call", "offset %d outside 0..max_length" % offset)
+        headers = ""
+        if offset:
+            headers = "Range: bytes=%d-\r\n" % offset
+            if etag is not None:
+                for c in etag:
+                    if c < " " or c > "~":
+                        raise OTAError("bad_call", "ETag with a control character")
+                if len(etag) <= _MAX_ETAG and etag.startswith('"'):  # If-Range takes strong ETags only
+                    headers += "If-Range: %s\r\n" % etag
+        target = url
+        for _ in range(self.max_redirects + 1):
+            body = self._exchange("GET", target, headers, None)
+            if body.status in (301, 302, 303, 307, 308):
+                location = body.location
+                body.close()
+                if not location:
+                    raise OTAError("bad_response", "%s: redirect without a Location" % target)
+                nxt = resolve_url(target, location)
+                if target.startswith("https:") and not nxt.startswith("https:") and not self.allow_http:
+                    raise OTAError("insecure", "redirect from https to %s refused" % nxt)
+                target = nxt
+                continue
+            try:
+                self._accept(body, url, offset, max_length, etag)
+            except BaseException:
+                body.close()
+                raise
+            return body
+        raise OTAError("too_many_redirects", "%s: more than %d redirects" % (url, self.max_redirects))
+
+    def _accept(self, body, url, offset, max_length, etag):
+        status = body.status
+        if status == 416:
+            raise OTAError("range_not_satisfiable", "%s has nothing from byte %d" % (url, offset))
+        if status < 200 or status > 299:
+            raise _http_error(url, body)
+        known = self._known_total if url == self._known_url else None
+        if status == 206:
+            r = _content_range(body._range) if body._range is not None else None
+            if r is None:
+                raise OTAError("bad_response", "%s: 206 without a valid Content-Range" % url)
+            start, end, total = r
+            if start != offset or (total is not None and end != total - 1):
+                raise OTAError("range_mismatch", "%s sent bytes %d-%d/%s for a request from byte %d"
+                               % (url, start, end, total, offset))
+            if body.length is None and not body.chunked:
+                body.length = end + 1 - start
+            elif body.length is not None and body.length != end + 1 - start:
+                raise OTAError("range_mismatch", "%s: Content-Length %d for bytes %d-%d" % (url, body.length, start, end))
+            if known is not None and total is not None and total != known:
+                raise OTAError("range_mismatch", "%s is now %d bytes, was %d: start again" % (url, total, known))
+            if etag is not None and body.etag is not None and body.etag != etag:
+                raise OTAError("range_mismatch", "%s changed (ETag %s, was %s): start again" % (url, body.etag, etag))
+            body.offset = offset
+            body.total = total
+        else:
+            if body.length is None and not body.chunked:
+                raise OTAError("bad_response", "%s: neither Content-Length nor chunked: the length "
+                                               "cannot be checked" % url)
+            body.offset = 0
+            body.total = body.length
+        if max_length is not None:
+            if body.total is not None and body.total > max_length:
+                raise OTAError("too_long", "%s is %d bytes, more than the %d allowed" % (url, body.total, max_length))
+            body._allowed = max_length - body.offset
+            if body.length is not None and body.length > body._allowed:
+                raise OTAError("too_long", "%s sends %d bytes, more than the %d allowed"
+                               % (url, body.length, body._allowed))
+        body._left = 0 if body.chunked else body.length
+        if not body.chunked and not body._left:
+            body._state = _DONE
+        self._known_url = url
+        self._known_total = body.total
+
+    def post_json(self, url, data, max_response=1024):
+        """POST `data` (JSON bytes); returns the response body (at most max_response bytes).
+        Redirects are not followed (a status report goes where it is configured)."""
+        headers = "Content-Type: application/json\r\nContent-Length: %d\r\n" % len(data)
+        body = self._exchange("POST", url, headers, data)
+        try:
+            if body.status < 200 or body.status > 299:
+                raise _http_error(url, body)
+            if body.length is None and not body.chunked:
+                raise OTAError("bad_response", "%s: neither Content-Length nor chunked" % url)
+            if body.length is not None and body.length > max_response:
+                raise OTAError("too_long", "%s: a %d-byte answer, more than %d" % (url, body.length, max_response))
+            body._allowed = max_response
+            body._left = 0 if body.chunked else body.length
+            if not body.chunked and not body._left:
+                body._state = _DONE
+            buf = bytearray(max_response + 1)
+            mv = memoryview(buf)
+            got = 0
+            while True:
+                n = body.readinto(mv[got:])
+                if not n:
+                    return bytes(mv[:got])
+                got += n
+        finally:
+            body.close()

@@ -1,0 +1,72 @@
+# ota.status() (this module is not called `status`: that is the function): both slots, their otadata states and images, what boots next, what the
+# bootloader's rollback can do, and the signed release remembered for each.
+from . import otadata, slot, state
+from .errors import OTAError
+from .bootstate import running_state
+
+
+def _rollback_support(st):
+    # What the bootloader can do, as far as otadata shows it: PENDING_VERIFY only exists with app
+    # rollback; UNDEFINED after an update means a bootloader built without it. A VALID image tells
+    # nothing, so the last observation is kept in NVS.
+    if otadata.partition() is None:
+        return "unsupported"
+    if st == otadata.PENDING_VERIFY:
+        return "enabled"
+    if st == otadata.UNDEFINED:
+        return "disabled"
+    seen = state.get_int("rb")
+    return "enabled" if seen == 1 else "disabled" if seen == 0 else "unknown"
+
+
+def _describe(part, buf):
+    # The app descriptor (esp_app_desc_t, at 0x20 with magic 0xABCD5432) of the image in `part`.
+    import struct
+
+    part.readblocks(0, buf)
+    if buf[0] != 0xE9 or struct.unpack_from("<I", buf, 0x20)[0] != 0xABCD5432:
+        return None
+    d = 0x20
+
+    def text(a, n):
+        return bytes(buf[d + a:d + a + n]).split(b"\x00")[0].decode()
+
+    return {"version": text(0x10, 32), "project": text(0x30, 32),
+            "secure_version": struct.unpack_from("<I", buf, d + 4)[0]}
+
+
+def status():
+    """A dict describing both slots, what runs, what boots next and what rollback can do."""
+    run = slot.running()
+    buf = bytearray(0x80)  # header + app descriptor fields
+    ents = otadata.entries()
+    slots = slot.ota_slots()
+    st = running_state(run)
+    cur = state.get_json("cur")
+    info = {
+        "running": slot.label(run),
+        "boot": slot.label(slot.boot() or run),
+        "pending_verify": st == otadata.PENDING_VERIFY,
+        "rollback": _rollback_support(st),
+        "version": cur.get("version") if cur else None,
+        "release": cur,
+        "pending_release": state.get_json("pend"),
+        "security_counter": state.security_counter(),
+        "slots": [],
+    }
+    try:
+        info["next_update"] = slot.label(slot.next_update(run))
+    except OTAError:
+        info["next_update"] = None
+    act = otadata.active(ents) if ents else -1
+    for i, p in enumerate(slots):
+        st = otadata.slot_state(ents, i, len(slots)) if ents else None
+        info["slots"].append({
+            "label": slot.label(p), "address": slot.address(p), "size": slot.size(p),
+            "state": otadata.STATE_NAMES.get(st, "none") if st is not None else "none",
+            "running": slot.same(p, run),
+            "image": _describe(p, buf),
+        })
+    if act >= 0:
+        info["otadata_seq"] = ents[act][0]
+    return info

@@ -1,0 +1,73 @@
+# Whether a verified release may be installed on this device: every rule in one place, each
+# refusal with its own reason code. `facts` describes the device (see device_facts in update.py):
+#   chip            "esp32"...            board         board id or None
+#   slot_size       bytes of the target slot
+#   running_version the signed version installed now, or None if unknown (factory image)
+#   security_counter the anti-rollback counter kept in NVS
+#   channel         the channel this device follows
+#   now             trusted Unix time, or None: expiry is only judged with a trusted clock,
+#                   never signature trust
+#   allow_downgrade True to accept an older version (security_version still applies)
+#   micropython, idf  versions of the running firmware where known, for "requires"
+#   device_id       for staged rollout
+import hashlib
+
+from .errors import OTAError
+from .manifest import parse_version
+
+
+def _version_tuple(text):
+    # "1.23.0", "v5.2.2", "1.24.0-preview" -> comparable tuple; None if not understood
+    t = text.lstrip("v")
+    try:
+        return parse_version(t if t.count(".") == 2 else t + ".0")[:4]
+    except OTAError:
+        return None
+
+
+def rollout_bucket(device_id, salt):
+    """0..9999: where this device falls in a staged rollout (stable for a device and salt)."""
+    h = hashlib.sha256(("%s:%s" % (salt, device_id)).encode()).digest()
+    return ((h[0] << 24) | (h[1] << 16) | (h[2] << 8) | h[3]) % 10000
+
+
+def check(m, facts):
+    """Raise OTAError(reason) if release `m` (a verified Manifest) must not be installed."""
+    if m.halted:
+        raise OTAError("halted", "release %s was halted by its publisher" % m.version)
+    chip = facts.get("chip")
+    if chip not in m.chips:
+        raise OTAError("wrong_chip", "release %s is built for %s, this device is %s" % (m.version, "/".join(m.chips), chip))
+    board = facts.get("board")
+    if m.board != "*" and board is not None and m.board != board:
+        raise OTAError("wrong_board", "release %s is for board %s, this is %s" % (m.version, m.board, board))
+    channel = facts.get("channel")
+    if channel is not None and m.channel != channel:
+        raise OTAError("wrong_channel", "release %s is on channel %s, this device follows %s" % (m.version, m.channel, channel))
+    counter = facts.get("security_counter") or 0
+    if m.security_version < counter:
+        raise OTAError("security_version", "release %s has security version %d, below this device's %d" % (
+            m.version, m.security_version, counter))
+    if m.slot_size > facts["slot_size"] or m.image_size > facts["slot_size"]:
+        raise OTAError("too_large", "release %s needs %d bytes, the slot holds %d" % (m.version, m.slot_size, facts["slot_size"]))
+    now = facts.get("now")
+    if m.expires is not None and now is not None and now >= m.expires:
+        raise OTAError("expired", "the manifest of %s expired" % m.version)
+    running = facts.get("running_version")
+    if running is not None:
+        have = parse_version(running)
+        if m.version_key == have:
+            raise OTAError("up_to_date", "version %s is already installed" % m.version)
+        if m.version_key < have and not facts.get("allow_downgrade"):
+            raise OTAError("downgrade", "release %s is older than the installed %s" % (m.version, running))
+    for what in ("micropython", "idf"):
+        need = m.requires.get(what)
+        have = facts.get(what)
+        if need is not None and have is not None:
+            n, h = _version_tuple(need), _version_tuple(have)
+            if n is None or h is None or h < n:
+                raise OTAError("requires_" + what, "release %s needs %s >= %s, this device has %s" % (m.version, what, need, have))
+    if m.rollout_percent < 100:
+        if rollout_bucket(facts.get("device_id") or "", m.rollout_salt) >= m.rollout_percent * 100:
+            raise OTAError("not_in_rollout", "release %s is rolled out to %d%% of devices, not yet this one" % (
+                m.version, m.rollout_percent))

@@ -1,0 +1,229 @@
+# The update flow, independent of the transport (a fetcher, see fetch.py):
+#
+#   manifest (bounded) -> signatures -> policy -> pick an artifact -> download -> [inflate]
+#   -> [patch against the running image] -> install (image checks, read-back, set_boot)
+#   -> remember the release as pending -> reset
+#
+# The artifact's own length and SHA-256 are checked as it streams (a mismatch stops before
+# set_boot), and the resulting image's SHA-256 is checked by install(): both are signed values.
+import hashlib
+
+from . import manifest, policy, slot, state
+from .errors import OTAError
+from .fetch import fetch_bytes, resolve
+
+BLOCK = slot.BLOCK
+
+
+class Checked:
+    """A stage that bounds and hashes what the fetcher delivers against the signed artifact.
+
+    start: the artifact offset the body begins at (a resumed download); its hash then cannot be
+    checked here (a hash state cannot be saved), and the signed image hash checked by install()
+    over the whole slot stands for it (a resumed artifact is always the raw image)."""
+
+    def __init__(self, body, size, sha256, start=0):
+        self.body = body
+        self.size = size
+        self.sha256 = sha256 if not start else None
+        self.got = start
+        self._sha = hashlib.sha256()
+
+    def readinto(self, buf):
+        n = self.body.readinto(buf)
+        if n:
+            self.got += n
+            if self.got > self.size:
+                raise OTAError("too_long", "the artifact is longer than its signed %d bytes" % self.size)
+            self._sha.update(buf if n == len(buf) else memoryview(buf)[:n])
+            return n
+        if self.got != self.size:
+            raise OTAError("truncated", "the artifact ended after %d of %d bytes" % (self.got, self.size))
+        if self.sha256 is not None and self._sha.digest() != self.sha256:
+            raise OTAError("artifact_hash_mismatch", "the downloaded artifact is not the signed one")
+        return 0
+
+
+# A download that breaks is retried this many times in one check (Range from the last written
+# block for a raw image; from zero for compressed and delta artifacts, whose decoder state is lost).
+RETRIES = 3
+_RESUMABLE = ("source_error", "truncated", "timeout", "stalled", "network", "connect", "bad_response")
+
+
+def device_facts(overrides=None):
+    """What the policy needs to know about this device; `overrides` (a dict) wins."""
+    import sys
+
+    from .manifest import CHIP_IDS
+
+    run = slot.running()
+    buf = bytearray(16)
+    cid = slot.chip_id(run, buf)
+    chip = None
+    for name in CHIP_IDS:
+        if CHIP_IDS[name] == cid:
+            chip = name
+    cur = state.get_json("cur")
+    facts = {
+        "chip": chip,
+        "slot_size": slot.size(slot.next_update(run)),
+        "running_version": cur.get("version") if cur else None,
+        "running_sha256": cur.get("image_sha256") if cur else None,
+        "security_counter": state.security_counter(),
+        "micropython": "%d.%d.%d" % sys.implementation.version[:3] if sys.implementation.name == "micropython" else None,
+    }
+    if overrides:
+        facts.update(overrides)
+    return facts
+
+
+def _running_image_sha(run, buf):
+    length = slot.verify_in_place(run, buf)
+    return slot.hash_range(run, length, buf).digest(), length
+
+
+def choose(m, run, buf, prefer_delta=True):
+    """(artifact, base length or None): a delta whose base is the running image, else the
+    smallest full artifact."""
+    full = [a for a in m.artifacts if a.encoding != "delta"]
+    full.sort(key=lambda a: a.size)
+    deltas = [a for a in m.artifacts if a.encoding == "delta"]
+    if prefer_delta and deltas:
+        try:
+            digest, length = _running_image_sha(run, buf)
+        except OTAError:
+            digest = None
+        for a in deltas:
+            if a.base_sha256 == digest:
+                return a, length
+    return full[0], None
+
+
+def fetch_verified(fetcher, manifest_url, trust, verify=True):
+    """The release manifest at `manifest_url`, fetched (bounded) and verified; OTAError otherwise."""
+    blob = fetch_bytes(fetcher, manifest_url, manifest.MAX_DOCUMENT + 512)
+    return manifest.load(blob, trust) if verify else manifest.load_unverified(blob)
+
+
+def check(fetcher, manifest_url, trust, facts=None, verify=True):
+    """Fetch and verify the manifest and decide: returns the Manifest, or raises OTAError with
+    the reason it may not be installed (e.g. "up_to_date")."""
+    m = fetch_verified(fetcher, manifest_url, trust, verify)
+    policy.check(m, device_facts(facts))
+    return m
+
+
+def install_release(fetcher, manifest_url, m, progress=None, buf=None):
+    """Download release `m` (a verified, policy-checked Manifest), install it, remember it as
+    pending. Returns the install result (the caller resets to boot it).
+
+    A raw image download resumes: within this call after a network error, and across a reboot
+    through a journal in NVS (release, artifact, ETag; the written length every block). What is
+    already in the slot is re-hashed, not trusted."""
+    buf = buf or bytearray(BLOCK)
+    from .install import install
+
+    run = slot.running()
+    target = slot.next_update(run)
+    art, base_len = choose(m, run, buf)
+    url = resolve(manifest_url, art.url)
+    ident = {"m": _hex(m.sha256), "a": _hex(art.sha256), "slot": slot.label(target)}
+    resume = 0
+    journal = state.get_json("jrnl")
+    if art.encoding == "raw" and journal is not None and _same(journal, ident):
+        resume = state.get_int("jat", 0)
+        resume -= resume % BLOCK
+        if not 0 <= resume < m.image_size:
+            resume = 0
+    etag = journal.get("etag") if resume and journal else None
+    attempt = 0
+    while True:
+        body = fetcher.open(url, resume, art.size, etag)
+        try:
+            if body.offset != resume:
+                resume = 0  # the server ignored the Range or the artifact changed: from zero
+            if art.encoding == "raw":
+                j = dict(ident)
+                j["etag"] = body.etag
+                state.set_json("jrnl", j)
+            stage = _pipeline(Checked(body, art.size, art.sha256, resume), art, m, run, base_len)
+            result = install(stage, m.image_size, m.image_sha256, resume_from=resume, buf=buf,
+                             progress=_journal(progress) if art.encoding == "raw" else progress)
+            break
+        except OTAError as e:
+            attempt += 1
+            if attempt > RETRIES:
+                raise
+            if e.reason in ("hash_mismatch", "bad_image") and resume:
+                resume = 0  # what was in the slot before the resume was not what we thought
+            elif e.reason in _RESUMABLE or e.reason.startswith("http_5"):
+                resume = e.written if art.encoding == "raw" else 0
+            else:
+                raise
+            etag = body.etag
+        finally:
+            body.close()
+    state.erase("jrnl")
+    pend = m.summary()
+    pend["slot"] = result["slot"]
+    state.set_json("pend", pend)
+    result["version"] = m.version
+    result["artifact"] = art.encoding
+    result["downloaded"] = art.size
+    return result
+
+
+def _pipeline(stage, art, m, run, base_len):
+    if art.encoding == "raw":
+        return stage
+    from .inflate import Inflate
+
+    if art.encoding == "delta":
+        from .delta import Patch, max_raw_patch_len
+
+        base = slot.Reader(run)
+        base.size = base_len
+        return Patch(Inflate(stage, "zlib", art.wbits, max_raw_patch_len(m.image_size)), base, m.image_size)
+    return Inflate(stage, art.encoding, art.wbits, m.image_size)
+
+
+def _journal(progress):
+    # Record the written length after every block: a power cut re-downloads at most one block.
+    def step(done, total):
+        state.set_int("jat", done)
+        if progress:
+            progress(done, total)
+
+    return step
+
+
+def _same(journal, ident):
+    for k in ident:
+        if journal.get(k) != ident[k]:
+            return False
+    return True
+
+
+def _hex(b):
+    import binascii
+
+    return binascii.hexlify(b).decode()
+
+
+def update(fetcher, manifest_url, trust, facts=None, reboot=True, progress=None, verify=True):
+    """Check for, download, verify and install the release the manifest at `manifest_url` names.
+
+    Returns None when there is nothing to install ("up_to_date"), the install result otherwise;
+    resets into the new image when `reboot`. Every refusal is an OTAError with a reason."""
+    try:
+        m = check(fetcher, manifest_url, trust, facts, verify)
+    except OTAError as e:
+        if e.reason == "up_to_date":
+            return None
+        raise
+    result = install_release(fetcher, manifest_url, m, progress)
+    if reboot:
+        import machine
+
+        machine.reset()
+    return result

@@ -1,0 +1,289 @@
+"""The device agent on simulated boards, against a real `ota-tool serve`: configuration, the
+boot-time self-test and confirmation, boot attempts, rollback, reports and the audit log, the
+schedule, preconditions, and staged rollout over a fleet."""
+import json
+import shutil
+
+import pytest
+
+import ota
+from ota import agent as ota_agent
+from ota import audit, config, schedule
+from ota_tool import devfs, images, keys, release, reports, server, sim
+from tests.simhelpers import SMALL
+
+V1 = images.app_image("1.0.0", size=SMALL, seed=1)
+V2 = images.app_image("2.0.0", size=SMALL, seed=2)
+V3_BAD = images.app_image("3.0.0", size=SMALL, seed=3, flags={"selftest_fails": True})
+V3_NOWIFI = images.app_image("3.0.0", size=SMALL, seed=4, flags={"wifi_broken": True})
+
+
+@pytest.fixture
+def world(tmp_path):
+    key = keys.generate(str(tmp_path / "k.pem"))
+    repo = tmp_path / "repo"
+    srv = server.start_server(str(repo) if repo.exists() else _mk(repo), tls_dir=str(tmp_path / "tls"),
+                              reports=str(tmp_path / "reports.sqlite"))
+    w = {"key": key, "repo": str(repo), "srv": srv, "url": srv.url + "stable.json", "tmp": tmp_path,
+         "reports": str(tmp_path / "reports.sqlite")}
+    yield w
+    srv.stop()
+
+
+def _mk(p):
+    p.mkdir()
+    return str(p)
+
+
+def publish(w, image, version, **kw):
+    return release.build(image, version, [w["key"]], w["repo"], **kw)
+
+
+def new_board(w, name="dev", image=V1, **cfg):
+    dev = sim.create(str(w["tmp"] / (name + ".bin")), image)
+    settings = {"source": w["url"], "keys": {"release": keys.public_text(w["key"])},
+                "report_url": w["srv"].url + "report", "device_id": name, "interval": 60}
+    settings.update(cfg)
+    devfs.put(dev.path, "ota.json", json.dumps(settings).encode())
+    devfs.put(dev.path, "ota_ca.der", w["srv"].ca_der)
+    return dev
+
+
+def connect():
+    import network
+
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    wlan.connect("lab", "secret")
+    return wlan.isconnected()
+
+
+def healthy():
+    import simhw
+
+    return simhw.healthy()
+
+
+def main_py(check=True, **kw):
+    """What main.py does: the agent confirms (or rolls back), then checks for updates."""
+    def app():
+        a = ota_agent.Agent(self_test=healthy, connect=connect, **kw)
+        first = a.boot()
+        return first, a.check_now() if check else None
+
+    return app
+
+
+def versions_reported(w, device):
+    store = reports.ReportStore(w["reports"])
+    try:
+        return [(r["event"], r.get("target_version"), r.get("reason")) for r in store.rows(device)]
+    finally:
+        store.close()
+
+
+def running(dev):
+    return dev.run(lambda: (ota.status()["version"], ota.status()["running"])).value
+
+
+def test_update_confirm_and_up_to_date(world):
+    dev = new_board(world)
+    publish(world, V2, "2.0.0")
+    out = dev.run(main_py())
+    assert out.kind == sim.RESET and out.booted == "ota_0"  # installed, rebooting
+    out = dev.run(main_py())
+    assert out.kind == sim.RETURNED and out.value == ("confirmed", "up_to_date")
+    assert running(dev) == ("2.0.0", "ota_1")
+    events = [e for e, _, _ in versions_reported(world, "dev")]
+    assert events[:3] == ["downloading", "installed", "confirmed"]
+    log = dev.run(lambda: audit.read("ota.log")).value
+    assert [r["event"] for r in log][-3:] == ["installed", "confirmed", "up_to_date"]
+
+
+@pytest.mark.parametrize("bad", [V3_BAD, V3_NOWIFI], ids=["self-test fails", "new firmware breaks Wi-Fi"])
+def test_broken_release_rolls_back_and_is_reported(world, bad):
+    dev = new_board(world)
+    publish(world, V2, "2.0.0")
+    dev.run(main_py())
+    assert dev.run(main_py()).value[0] == "confirmed"
+    publish(world, bad, "3.0.0")
+    assert dev.run(main_py()).kind == sim.RESET  # 3.0.0 installed
+    out = dev.run(main_py())  # 3.0.0 boots, fails its check: rolls back
+    assert out.kind == sim.RESET and out.booted == "ota_0"
+    out = dev.run(main_py(check=False))  # 2.0.0 again; it sends the report 3.0.0 could not
+    assert out.booted == "ota_1" and out.value[0] == "already_valid"
+    assert ("rolled_back", "3.0.0") in [(e, v) for e, v, _ in versions_reported(world, "dev")]
+    assert running(dev) == ("2.0.0", "ota_1")
+    assert any(r["event"] == "rolled_back" for r in dev.run(lambda: audit.read("ota.log")).value)
+
+
+def interrupted_self_test():
+    # the first boot of the new image loses power in its self-test (a brownout, a watchdog)
+    import machine
+
+    import simhw
+
+    if simhw.firmware_flags().get("version") == "2" and not _interrupted:
+        _interrupted.append(1)
+        machine.reset()
+    return True
+
+
+_interrupted = []
+
+
+@pytest.mark.parametrize("limit,expected", [(1, ("1.0.0", "ota_0")), (3, ("2.0.0", "ota_1"))])
+def test_boot_retry_limit(world, limit, expected):
+    v2 = images.app_image("2.0.0", size=SMALL, seed=2, flags={"version": "2"})
+    dev = new_board(world, boot_retry_limit=limit)
+    publish(world, v2, "2.0.0")
+    dev.run(main_py())
+    _interrupted.clear()
+
+    def boot_interrupted():
+        ota_agent.Agent(self_test=interrupted_self_test, connect=connect).boot()
+
+    assert dev.run(boot_interrupted).kind == sim.RESET
+    dev.run(lambda: ota_agent.Agent(connect=connect).boot())
+    assert running(dev)[1] == expected[1]
+
+
+def test_retry_limit_exhausted_rolls_back(world):
+    dev = new_board(world, boot_retry_limit=2)
+    publish(world, V3_BAD, "3.0.0")
+    dev.run(main_py())
+    boots = []
+    for _ in range(5):  # a firmware that never gets through its self-test (crash, watchdog)
+        out = dev.run(lambda: ota_agent.Agent(self_test=lambda: __import__("machine").reset()).boot())
+        boots.append(out.booted)
+        if out.booted == "ota_0":
+            break
+    # two tries, then the third boot rolls back: the fourth runs the old image
+    assert boots == ["ota_1", "ota_1", "ota_1", "ota_0"]
+    assert running(dev) == (None, "ota_0")
+
+
+def test_security_counter_rises_only_after_confirmation(world):
+    dev = new_board(world)
+    publish(world, V2, "2.0.0", security_version=2)
+    dev.run(main_py())
+
+    def first_boot():
+        before = ota.status()["security_counter"]  # on probation: not raised yet
+        a = ota_agent.Agent(self_test=healthy, connect=connect)
+        a.boot()
+        return before, ota.status()["security_counter"]
+
+    assert dev.run(first_boot).value == (0, 2)
+    publish(world, images.app_image("2.5.0", size=SMALL, seed=5), "2.5.0", security_version=1)
+    assert dev.run(main_py(check=True)).value[1] == "refused"
+    assert versions_reported(world, "dev")[-1][2] == "security_version"
+
+
+def test_not_now_and_one_off_overrides(world):
+    dev = new_board(world)
+    publish(world, V2, "2.0.0")
+    assert dev.run(lambda: ota_agent.Agent(power_ok=lambda: False).check_now()).value == "not_now"
+    assert dev.run(lambda: ota_agent.Agent().check_now(source=world["srv"].url + "nothing.json")).value == "failed"
+    out = dev.run(lambda: ota.update_now(reboot=False))
+    assert out.value == "installed" and out.kind == sim.RETURNED
+    log = [r["event"] for r in dev.run(lambda: audit.read("ota.log")).value]
+    assert log[:2] == ["not_now", "failed"] and "installed" in log
+
+
+def test_verification_off_is_explicit_and_loud(world, capsys):
+    dev = new_board(world, verify=False)
+    publish(world, V2, "2.0.0")
+    out = dev.run(lambda: ota_agent.Agent().check_now(reboot=False))
+    assert out.value == "installed"
+    assert "signature verification is turned OFF" in capsys.readouterr().out
+    assert "verification_off" in [r["event"] for r in dev.run(lambda: audit.read("ota.log")).value]
+
+
+def test_config_api(world):
+    dev = new_board(world)
+
+    def app():
+        config.set("interval", 7200)
+        config.key("add", "backup", keys.public_text(world["key"]))
+        with pytest.raises(ota.OTAError):
+            config.key("add", "bad", "not a key")
+        config.key("delete", "backup")
+        with pytest.raises(ota.OTAError):
+            config.key("delete", "release")  # the last trusted key stays
+        with pytest.raises(ota.OTAError):
+            config.set("boot_retry_limit", 0)
+        return config.load()
+
+    cfg = dev.run(app).value
+    assert cfg["interval"] == 7200 and list(cfg["keys"]) == ["release"]
+    on_flash = json.loads(devfs.get(dev.path, "ota.json"))
+    assert on_flash["interval"] == 7200
+
+
+def test_power_cut_during_config_and_log_writes(world):
+    """Every flash operation of the agent's own writes: config save, audit log append with
+    rotation, NVS counters. After each cut the board boots and the config is old or new, whole."""
+    base = new_board(world, name="base", log_max=300)
+
+    def writes():
+        config.set("interval", 999)
+        for i in range(4):
+            audit.append("ota.log", 300, "checking", n=i)
+        from ota import state
+
+        state.set_int("secver", 5)
+
+    probe = sim.Device(str(world["tmp"] / "probe.bin"))
+    shutil.copyfile(base.path, probe.path)
+    probe.run(writes)
+    total = probe.ops
+    tried = 0
+    for mode in ("before", "torn"):
+        for cut in range(0, total):
+            dev = sim.Device(str(world["tmp"] / "cut.bin"))
+            shutil.copyfile(base.path, dev.path)
+            dev.arm_power_cut(cut, mode)
+            dev.run(writes)
+            tried += 1
+            cfg = dev.run(config.load).value  # boots, mounts, and the config is whole
+            assert cfg["interval"] in (60, 999) and cfg["keys"], (cut, mode)
+            log = dev.run(lambda: audit.read("ota.log")).value
+            assert [r["n"] for r in log] == sorted(r["n"] for r in log)
+    assert tried == 2 * total and total > 10
+
+
+def test_schedule_jitter_backoff_and_retry_after():
+    cfg = dict(config.DEFAULTS, interval=3600, jitter=0.25, retry=60, retry_max=3600)
+    delays = [schedule.next_delay(cfg) for _ in range(2000)]
+    assert 0.75 * 3600000 <= min(delays) and max(delays) <= 1.25 * 3600000
+    assert len(set(d // 60000 for d in delays)) >= 28  # every minute of the 30-minute window: no thundering herd
+    backoff = [schedule.next_delay(cfg, failures=n) for n in range(1, 12)]
+    assert all(30000 <= b <= 60000 * (1 << n) for n, b in enumerate(backoff[:6]))
+    assert max(backoff) <= 3600000 and backoff[-1] >= 1800000  # capped, at least half the cap
+    assert schedule.next_delay(cfg, failures=1, retry_after=900) >= 900000
+
+
+def test_staged_rollout_over_a_fleet(world):
+    """50 boards, a release at 10 %: about 10 % install it, the same ones on a second pass."""
+    from ota.policy import rollout_bucket
+
+    salt = "canary-1"
+    publish(world, V2, "2.0.0", extra={"rollout": {"percent": 10, "salt": salt}})
+    names = ["node-%02d" % i for i in range(50)]
+    expected = sorted(n for n in names if rollout_bucket(n, salt) < 1000)
+    first = sim.create(str(world["tmp"] / "template.bin"), V1)
+    installed = []
+    for n in names:
+        dev = sim.Device(str(world["tmp"] / "fleet.bin"))
+        shutil.copyfile(first.path, dev.path)
+        devfs.put(dev.path, "ota.json", json.dumps({"source": world["url"], "device_id": n,
+                                                   "keys": {"r": keys.public_text(world["key"])}}).encode())
+        devfs.put(dev.path, "ota_ca.der", world["srv"].ca_der)
+        out = dev.run(lambda: ota_agent.Agent().check_now(reboot=False))
+        if out.value == "installed":
+            installed.append(n)
+        else:
+            assert out.value == "refused"
+    assert installed == expected
+    assert 1 <= len(installed) <= 12

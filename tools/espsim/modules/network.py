@@ -1,0 +1,36 @@
+# Stand-in for MicroPython's `network` module on a simulated board: Wi-Fi "connects" at once,
+# unless the running firmware was built broken ({"wifi_broken": true} in its SIMFW tag), as a
+# firmware with a bad radio driver would be. The sockets themselves are the host's.
+from espsim import chip as _chip
+
+STA_IF = 0
+AP_IF = 1
+
+
+class WLAN:
+    def __init__(self, interface=STA_IF):
+        self._if = interface
+        self._active = False
+        self._up = False
+
+    def active(self, on=None):
+        if on is not None:
+            self._active = bool(on)
+        return self._active
+
+    def connect(self, ssid=None, key=None):
+        self._up = self._active and not _chip.get().firmware_flags().get("wifi_broken")
+
+    def disconnect(self):
+        self._up = False
+
+    def isconnected(self):
+        return self._up
+
+    def ifconfig(self):
+        return ("10.0.0.2", "255.255.255.0", "10.0.0.1", "10.0.0.1") if self._up else ("0.0.0.0",) * 4
+
+    def config(self, name):
+        if name == "mac":
+            return bytes([int(x, 16) for x in _chip.get().mac().split(":")])
+        raise ValueError("unknown config param")

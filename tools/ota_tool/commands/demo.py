@@ -1,0 +1,21 @@
+import os
+
+HELP = "update a simulated ESP32 end to end: install, reboot, confirm, then an automatic rollback"
+DESCRIPTION = (HELP + ". Needs no board: the device is a 4 MiB flash image file with a simulated "
+               "ESP-IDF bootloader, and the device code is this project's `ota` library.")
+
+
+def add_arguments(p):
+    p.add_argument("--workdir", default="ota-demo", help="folder for the device and releases (default ./ota-demo)")
+    p.add_argument("--interpreter", choices=("cpython", "micropython"), default="cpython",
+                   help="run the device code in this Python or under the MicroPython unix port")
+    p.add_argument("--heap", default="160k", help="MicroPython heap limit (default 160k: the signed HTTPS flow with the library loaded as .mpy into RAM on this 64-bit port)")
+    p.add_argument("--size", type=int, default=1500 * 1024, help="app image size in bytes (default 1.5 MB)")
+    p.add_argument("--json", action="store_true", help="print the final device state as JSON")
+
+
+def run(args):
+    from ..demo import Demo
+
+    os.makedirs(args.workdir, exist_ok=True)
+    return Demo(args.workdir, args.interpreter, args.heap, args.size, quiet=args.json).run(json_out=args.json)

@@ -1,0 +1,50 @@
+import json
+import sys
+
+from ..errors import ToolError
+
+HELP = "check a partition table CSV and write the binary table for flash offset 0x8000"
+
+
+def add_arguments(p):
+    p.add_argument("csv", metavar="CSV", help="partition table in ESP-IDF's CSV format (e.g. partitions.csv)")
+    p.add_argument("-o", "--output", help="write the 0xC00-byte binary table here")
+    p.add_argument("--flash-size", default="4MB", help="flash size to check against (default 4MB)")
+    p.add_argument("--json", action="store_true", help="print the parsed table as JSON")
+
+
+def flash_size(text):
+    t = text.upper().rstrip("B")
+    try:
+        if t.endswith("M"):
+            return int(t[:-1]) * 1024 * 1024
+        if t.endswith("K"):
+            return int(t[:-1]) * 1024
+        return int(t, 0)
+    except ValueError:
+        raise ToolError("bad --flash-size %r" % text, "use e.g. 4MB, 8MB or 0x400000")
+
+
+def run(args):
+    from .. import partitions
+
+    try:
+        with open(args.csv) as f:
+            parts = partitions.parse_csv(f.read(), flash_size(args.flash_size))
+    except OSError as e:
+        raise ToolError("cannot read %s: %s" % (args.csv, e.strerror))
+    except partitions.PartitionTableError as e:
+        raise ToolError("%s: %s" % (args.csv, e), "fix that row and run again")
+    binary = partitions.to_binary(parts)
+    if args.output:
+        with open(args.output, "wb") as f:
+            f.write(binary)
+    if args.json:
+        print(json.dumps({"ok": True, "partitions": [p.to_dict() for p in parts], "output": args.output}))
+    else:
+        for p in parts:
+            print("%-10s %-4s 0x%02x  0x%06x  %7d KiB" % (p.name, "app" if p.is_app() else "data", p.subtype,
+                                                        p.offset, p.size // 1024))
+        if args.output:
+            print("wrote %s (%d bytes, for flash offset 0x8000)" % (args.output, len(binary)), file=sys.stderr)
+    return 0

@@ -1,0 +1,29 @@
+import json
+
+HELP = "verify a release exactly as a device would (same code), and check every artifact"
+
+
+def add_arguments(p):
+    p.add_argument("manifest", metavar="MANIFEST", help="the signed manifest, e.g. repo/stable.json")
+    p.add_argument("--pubkey", action="append", required=True, help="trusted public key: .pub file, base64 text or PEM (repeatable)")
+    p.add_argument("--threshold", type=int, default=1, help="signatures required (default 1)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args):
+    from .. import keys, release
+    from ..errors import ToolError
+
+    pubs = [keys.load_public(k) for k in args.pubkey]
+    try:
+        report = release.verify(args.manifest, pubs, args.threshold)
+    except OSError as e:
+        raise ToolError("cannot read %s: %s" % (args.manifest, e.strerror))
+    if args.json:
+        print(json.dumps(dict(report, ok=True)))
+    else:
+        print("OK: release %s, channel %s, for %s, signed by %s" % (
+            report["version"], report["channel"], "/".join(report["chips"]), ", ".join(report["signed_by"])))
+        for a in report["artifacts"]:
+            print("  %-6s %-32s %9d bytes  %s" % (a["encoding"], a["url"], a["size"], a["checked"]))
+    return 0

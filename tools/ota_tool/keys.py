@@ -1,0 +1,114 @@
+"""Ed25519 signing keys for releases, and signing in the device's wire format (ota.manifest)."""
+import base64
+import json
+import os
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ota import trust as device_trust
+
+from .errors import ToolError
+
+
+def public_bytes(key):
+    pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(key):
+    return device_trust.key_id(public_bytes(key))
+
+
+def generate(path, passphrase=None, force=False):
+    """Write a new private key (PEM, mode 0600) and its public half (path + '.pub'). Returns the key."""
+    if os.path.exists(path) and not force:
+        raise ToolError("%s exists: refusing to overwrite a signing key" % path, "pass --force, or pick another file")
+    key = Ed25519PrivateKey.generate()
+    enc = (serialization.BestAvailableEncryption(passphrase.encode()) if passphrase
+           else serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    os.chmod(path, 0o600)
+    with open(path + ".pub", "w") as f:
+        f.write(public_text(key) + "\n")
+    return key
+
+
+def public_text(key):
+    """The public key as the device config takes it: base64 of the 32 raw bytes."""
+    return base64.b64encode(public_bytes(key)).decode()
+
+
+def load_private(path, passphrase=None):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ToolError("cannot read key %s: %s" % (path, e.strerror), "create one with: ota-tool keygen %s" % path)
+    try:
+        key = serialization.load_pem_private_key(data, passphrase.encode() if passphrase else None)
+    except TypeError:
+        raise ToolError("%s is encrypted" % path, "give its passphrase with --passphrase-env VAR")
+    except ValueError as e:
+        raise ToolError("%s is not a usable private key (%s)" % (path, e), "wrong passphrase, or not a PEM key")
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ToolError("%s is not an Ed25519 key" % path, "create one with: ota-tool keygen")
+    return key
+
+
+def load_public(text_or_path):
+    """A public key from base64/hex text, a .pub file, or a PEM private/public key file."""
+    text = text_or_path
+    if os.path.exists(text_or_path):
+        with open(text_or_path, "rb") as f:
+            data = f.read()
+        if data.startswith(b"-----BEGIN"):
+            try:
+                k = serialization.load_pem_public_key(data)
+            except ValueError:
+                k = load_private(text_or_path).public_key()
+            if not isinstance(k, Ed25519PublicKey):
+                raise ToolError("%s is not an Ed25519 key" % text_or_path)
+            return public_bytes(k)
+        text = data.decode().split()[0]
+    try:
+        return device_trust.decode_key(text)
+    except Exception:
+        raise ToolError("%r is not a public key" % text_or_path, "give the .pub file from ota-tool keygen, or its base64 text")
+
+
+def canonical(doc):
+    """The canonical JSON bytes the device accepts (ota.cjson): sorted keys, no spaces, ASCII,
+    integers only."""
+    _check_values(doc, "document")
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _check_values(v, where):
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise ToolError("%s: key %r is not a string" % (where, k))
+            _check_values(k, where)
+            _check_values(x, "%s.%s" % (where, k))
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            _check_values(x, "%s[%d]" % (where, i))
+    elif isinstance(v, str):
+        if any(not (0x20 <= ord(c) <= 0x7E) or c in "\\" for c in v):
+            raise ToolError("%s: %r has characters a signed document cannot carry (printable ASCII only, no backslash)" % (where, v))
+    elif isinstance(v, float):
+        raise ToolError("%s: %r: numbers must be integers" % (where, v))
+
+
+def sign(doc, private_keys):
+    """The signed file bytes for `doc` (a dict): signature lines, then the canonical document."""
+    body = canonical(doc)
+    lines = []
+    for key in private_keys:
+        sig = key.sign(device_trust.CONTEXT + body)
+        lines.append(b"OTA-SIG-1 %s %s\n" % (key_id(key).encode(), base64.b64encode(sig)))
+    return b"".join(lines) + body + b"\n"

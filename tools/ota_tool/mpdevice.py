@@ -1,0 +1,171 @@
+"""A MicroPython board over its REPL (mpremote's serial transport, used as a library).
+
+Runs code in the raw REPL, copies files in small chunks (written to NAME.tmp, then renamed, so an
+interrupted copy never leaves a half file under the real name) and hashes files on the board
+with its own hashlib, reading a small buffer at a time.
+
+Device paths are relative to the board's working directory: "/" on an ESP32, the folder that
+plays the board's filesystem on the simulated board (ota_tool.simport).
+"""
+import json
+import sys
+
+from .errors import ToolError
+
+CHUNK = 1024  # bytes per write command (base64 on the wire): little heap on the board, few round trips
+RESULT = "@@OTA@@"  # marks the one line of JSON a helper prints, among anything else printed
+
+
+def _hint(port):
+    return ("is the board running MicroPython, and nothing else (a serial monitor, another mpremote) "
+            "using %s?" % port)
+
+
+class DeviceError(ToolError):
+    """Code run on the board raised: `message` carries MicroPython's traceback text."""
+
+
+class Board:
+    def __init__(self, port, resume=False, baud=115200, transport=None):
+        from mpremote.transport import TransportError
+
+        self.port = port
+        if transport is None:
+            from mpremote.transport_serial import SerialTransport
+
+            try:
+                transport = SerialTransport(port, baudrate=baud)
+            except (TransportError, OSError) as e:
+                raise ToolError("cannot open %s: %s" % (port, e), _hint(port))
+        self.t = transport
+        try:
+            self.t.enter_raw_repl(soft_reset=not resume)
+        except (TransportError, OSError) as e:
+            self.t.close()
+            raise ToolError("no MicroPython REPL answers on %s (%s)" % (port, " ".join(str(e).split())), _hint(port))
+
+    def close(self):
+        try:
+            if self.t.in_raw_repl:
+                self.t.exit_raw_repl()
+        except Exception:
+            pass
+        try:
+            self.t.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def exec(self, code, timeout=30, stream=None):
+        """Run `code` on the board; returns what it printed (str). Raises DeviceError with the
+        board's traceback if it raised. stream: a callable given output bytes as they come."""
+        from mpremote.transport import TransportError
+
+        try:
+            self.t.exec_raw_no_follow(code)
+            out, err = self.t.follow(timeout, stream)
+        except TransportError as e:
+            raise ToolError("the board on %s stopped answering: %s" % (self.port, e),
+                            "it may have reset or crashed; run the command again")
+        if err:
+            err = err.decode(errors="replace").strip()
+            raise DeviceError("the board raised: %s" % err.splitlines()[-1], err)
+        return out.decode(errors="replace")
+
+    def call(self, code, timeout=30):
+        """Run `code`, which sets a variable `result`; returns it (through JSON)."""
+        out = self.exec(code + "\nimport json\nprint(%r + json.dumps(result))" % RESULT, timeout)
+        for line in out.splitlines()[::-1]:
+            if line.startswith(RESULT):
+                return json.loads(line[len(RESULT):])
+        raise ToolError("unexpected answer from the board: %r" % out[-200:])
+
+    def implementation(self):
+        """(name, version tuple, _mpy or None, machine, path list)."""
+        return self.call("import sys\nresult = [sys.implementation.name, list(sys.implementation.version[:3]), "
+                         "getattr(sys.implementation, '_mpy', None), getattr(sys.implementation, '_machine', ''), "
+                         "sys.path]")
+
+    def makedirs(self, path):
+        if not path:
+            return
+        self.exec("import os\np = ''\nfor d in %r.split('/'):\n p = p + d if not p else p + '/' + d\n"
+                  " try:\n  os.mkdir(p)\n except OSError:\n  pass" % path)
+
+    def write(self, path, data, progress=None):
+        """Write `data` to `path` on the board: into path.tmp, then renamed over path."""
+        import base64
+
+        tmp = path + ".tmp"
+        self.exec("from binascii import a2b_base64 as d\nf = open(%r, 'wb')\nw = f.write" % tmp)
+        done = 0
+        for i in range(0, len(data), CHUNK):
+            chunk = data[i:i + CHUNK]
+            self.exec("w(d(%r))" % base64.b64encode(chunk).decode())  # 4/3 of the bytes on the wire
+            done += len(chunk)
+            if progress:
+                progress(done, len(data))
+        if not data and progress:
+            progress(0, 0)
+        self.exec("f.close()\nimport os\nos.rename(%r, %r)" % (tmp, path))
+
+    def read(self, path, limit=1 << 20):
+        """The bytes of `path` on the board, or None if it does not exist."""
+        self.exec("import os\ntry:\n f = open(%r, 'rb')\nexcept OSError:\n f = None" % path)
+        if self.call("result = f is not None") is False:
+            return None
+        data = bytearray()
+        self.exec("import binascii")
+        while len(data) < limit:
+            chunk = self.call("result = binascii.hexlify(f.read(%d)).decode()" % CHUNK)
+            if not chunk:
+                break
+            data += bytes.fromhex(chunk)
+        self.exec("f.close()")
+        return bytes(data)
+
+    def remove(self, path):
+        self.exec("import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass" % path)
+
+    def listdir(self, path):
+        """Names in `path`, or None if it is not a folder."""
+        return self.call("import os\ntry:\n result = os.listdir(%r)\nexcept OSError:\n result = None" % path)
+
+    def walk(self, path):
+        """Every file under the folder `path` (recursively), or [] if there is no such folder."""
+        code = ("import os\nresult = []\ntodo = [%r]\nwhile todo:\n d = todo.pop()\n try:\n  ents = list(os.ilistdir(d))\n"
+                " except OSError:\n  continue\n for e in ents:\n  p = d + '/' + e[0]\n"
+                "  if e[1] & 0x4000:\n   todo.append(p)\n  else:\n   result.append(p)" % path)
+        return sorted(self.call(code))
+
+    def sha256(self, paths):
+        """{path: hex SHA-256 or None if missing}, hashed on the board 256 bytes at a time."""
+        code = ("import hashlib, binascii\nresult = {}\nbuf = bytearray(256)\nmv = memoryview(buf)\n"
+                "for p in %r:\n"
+                " try:\n  f = open(p, 'rb')\n except OSError:\n  result[p] = None\n  continue\n"
+                " h = hashlib.sha256()\n"
+                " while True:\n  n = f.readinto(buf)\n  if not n:\n   break\n  h.update(mv[:n])\n"
+                " f.close()\n result[p] = binascii.hexlify(h.digest()).decode()" % (list(paths),))
+        return self.call(code, timeout=120)
+
+
+def progress_printer(name, stream=sys.stderr):
+    """A progress callback printing one updating line per file."""
+    state = {"last": -1}
+    live = hasattr(stream, "isatty") and stream.isatty()
+
+    def show(done, total):
+        pct = 100 if total == 0 else done * 100 // total
+        if pct == state["last"] or not (live or done >= total):
+            return
+        state["last"] = pct
+        stream.write("%s  %-30s %7d bytes %3d%%%s" % ("\r" if live else "", name, total, pct,
+                                                      "\n" if done >= total else ""))
+        stream.flush()
+
+    return show
