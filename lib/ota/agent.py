@@ -89,7 +89,38 @@ class Agent:
 
         if not cfg["keys"]:
             raise OTAError("no_keys", "no trusted keys in %s: ota.config.key('add', name, public_key)" % self.config_path)
-        return Trust.from_list(list(cfg["keys"].values()), cfg["key_threshold"])
+        return Trust.from_list(list(cfg["keys"].values()), cfg["key_threshold"], cfg["revoked"], cfg["keys_version"])
+
+    def _rotate_keys(self, cfg, fetcher, trust):
+        """Apply a newer signed key list (keys.json next to the manifest), signed by the keys
+        trusted now. Returns the trust to use. A missing list is normal; a bad one is reported
+        and ignored: the current keys stay."""
+        from .fetch import fetch_bytes, resolve
+        from .manifest import load_keys
+
+        url = cfg["keys_url"] or resolve(cfg["source"], "keys.json")
+        try:
+            doc = load_keys(fetch_bytes(fetcher, url, 4096), trust)
+        except OTAError as e:
+            if e.reason not in ("http_404", "not_found"):
+                self.report("refused", reason=e.reason, message=("key list: " + e.message)[:200])
+            return trust
+        if doc["version"] <= cfg["keys_version"]:
+            return trust  # the one we have (or a replay of an older one)
+        new = trust.updated(doc)  # refuses a stale version
+        keys = {}
+        for i, k in enumerate(doc["keys"]):
+            keys[k.get("name") or "key%d" % i] = k["key"]
+        saved = config.load(self.config_path)
+        saved["keys"] = keys
+        saved["key_threshold"] = new.threshold
+        saved["revoked"] = list(doc.get("revoked", ()))
+        saved["keys_version"] = doc["version"]
+        config.save(saved, self.config_path)  # atomic: old keys or new keys, never a mix
+        for k in ("keys", "key_threshold", "revoked", "keys_version"):
+            self.cfg[k] = cfg[k] = saved[k]
+        self._log("keys_rotated", message="key list version %d: %d keys" % (doc["version"], len(keys)))
+        return new
 
     def _facts(self, cfg):
         return {"channel": cfg["channel"], "board": cfg["board"], "allow_downgrade": cfg["allow_downgrade"],
@@ -144,7 +175,9 @@ class Agent:
         try:
             self.connect is None or self.connect()
             fetcher = self._fetcher(cfg)
-            trust = self._trust(cfg) if cfg["verify"] else None
+            trust = None
+            if cfg["verify"]:
+                trust = self._rotate_keys(cfg, fetcher, self._trust(cfg))
             m = update.check(fetcher, cfg["source"], trust, self._facts(cfg), cfg["verify"])
         except OTAError as e:
             return self._refused(e)

@@ -56,7 +56,8 @@ def rollback(reason="requested"):
     # one, that is the current release; once promoted, the one before it. It must not be below the
     # anti-rollback counter (raised only when a release is promoted).
     pend = state.get_json("pend")
-    back = state.get_json("cur" if pend and pend.get("slot") == slot.label(run) else "prev")
+    pending = pend is not None and pend.get("slot") == slot.label(run)
+    back = state.get_json("cur" if pending else "prev")
     if back is not None and back.get("security_version", 0) < state.security_counter():
         raise OTAError("security_version", "the previous release %s is below the anti-rollback counter" % back.get("version"))
     buf = bytearray(512)  # small: a rollback must not fail for want of a contiguous 4 KiB
@@ -65,6 +66,10 @@ def rollback(reason="requested"):
     except OTAError as e:
         raise OTAError("no_rollback_target", "the previous image in %s is not valid (%s)" % (slot.label(prev), e.message))
     print("ota: rolling back from %s to %s: %s" % (slot.label(run), slot.label(prev), reason))
+    if pending:
+        # Remember the image that failed here: the next check must not install it again (policy
+        # "known_bad"), or a broken release is installed and rolled back at every check.
+        state.set_json("bad", {"image_sha256": pend.get("image_sha256"), "version": pend.get("version")})
     if running_state(run) != otadata.PENDING_VERIFY:
         # Confirmed image, or a bootloader without app rollback: point the bootloader back ourselves.
         # (While PENDING_VERIFY the reset alone rolls back, with no flash write of ours.)

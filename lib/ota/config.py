@@ -15,6 +15,9 @@ DEFAULTS = {
     "channel": "stable",
     "keys": {},              # name -> public key (base64): the keys releases must be signed with
     "key_threshold": 1,      # signatures needed from distinct trusted keys
+    "keys_version": 0,       # version of the signed key list the keys came from (rotation)
+    "revoked": [],           # key ids no longer trusted
+    "keys_url": None,        # signed key list (default: keys.json next to the manifest)
     "verify": True,          # signature verification; off only on purpose, and said on every check
     "secure": True,          # TLS required (plain http:// refused)
     "ca": "ota_ca.der",      # CA certificate (or pinned server certificate), DER, in the filesystem
@@ -35,7 +38,8 @@ DEFAULTS = {
     "window": None,          # [start_hour, end_hour] UTC when updates may start (needs a set clock)
 }
 
-_TYPES = {"source": str, "channel": str, "keys": dict, "key_threshold": int, "verify": bool, "secure": bool,
+_TYPES = {"source": str, "channel": str, "keys": dict, "key_threshold": int, "keys_version": int, "revoked": list,
+          "keys_url": str, "verify": bool, "secure": bool,
           "ca": str, "client_cert": str, "client_key": str, "interval": int, "jitter": float, "retry": int,
           "retry_max": int, "log": str, "log_max": int, "boot_retry_limit": int, "device_id": str,
           "report_url": str, "allow_downgrade": bool, "board": str, "min_free_heap": int, "window": list}

@@ -19,16 +19,19 @@ def fetch_bytes(fetcher, url, max_length):
     try:
         if body.total is not None and body.total > max_length:
             raise OTAError("too_long", "%s is %d bytes, more than the %d allowed" % (url, body.total, max_length))
-        buf = bytearray(max_length + 1)
+        # A buffer of the announced size when there is one (manifests are ~1 KB: no 8 KB
+        # contiguous allocation in a fragmented heap), one byte more to notice a longer body.
+        cap = body.total if body.total is not None else max_length
+        buf = bytearray(cap + 1)
         mv = memoryview(buf)
         got = 0
-        while got <= max_length:
+        while got <= cap:
             n = body.readinto(mv[got:])
             if not n:
                 break
             got += n
-        if got > max_length:
-            raise OTAError("too_long", "%s is longer than the %d bytes allowed" % (url, max_length))
+        if got > cap:
+            raise OTAError("too_long", "%s is longer than %d bytes" % (url, cap))
         return bytes(mv[:got])
     finally:
         body.close()

@@ -10,6 +10,8 @@
 #   allow_downgrade True to accept an older version (security_version still applies)
 #   micropython, idf  versions of the running firmware where known, for "requires"
 #   device_id       for staged rollout
+#   known_bad       SHA-256 (hex) of an image that failed its self-test here and was rolled back
+import binascii
 import hashlib
 
 from .errors import OTAError
@@ -35,6 +37,10 @@ def check(m, facts):
     """Raise OTAError(reason) if release `m` (a verified Manifest) must not be installed."""
     if m.halted:
         raise OTAError("halted", "release %s was halted by its publisher" % m.version)
+    bad = facts.get("known_bad")
+    if bad is not None and bad == binascii.hexlify(m.image_sha256).decode():
+        raise OTAError("known_bad", "release %s failed its self-test on this device and was rolled back: "
+                       "publish a fixed release" % m.version)
     chip = facts.get("chip")
     if chip not in m.chips:
         raise OTAError("wrong_chip", "release %s is built for %s, this device is %s" % (m.version, "/".join(m.chips), chip))

@@ -70,6 +70,7 @@ def device_facts(overrides=None):
         "running_version": cur.get("version") if cur else None,
         "running_sha256": cur.get("image_sha256") if cur else None,
         "security_counter": state.security_counter(),
+        "known_bad": (state.get_json("bad") or {}).get("image_sha256"),
         "micropython": "%d.%d.%d" % sys.implementation.version[:3] if sys.implementation.name == "micropython" else None,
     }
     if overrides:

@@ -287,3 +287,115 @@ def test_staged_rollout_over_a_fleet(world):
             assert out.value == "refused"
     assert installed == expected
     assert 1 <= len(installed) <= 12
+
+
+def test_key_rotation_and_revocation(world):
+    """Key A rotates to key B through a key list signed by A; afterwards releases signed by A are
+    refused; an older or forged key list changes nothing."""
+    a, b = world["key"], keys.generate(str(world["tmp"] / "b.pem"))
+    evil = keys.generate(str(world["tmp"] / "evil.pem"))
+    dev = new_board(world)
+    keys_path = world["tmp"] / "repo" / "keys.json"
+
+    def write_list(version, signers, trusted, revoked=()):
+        keys_path.write_bytes(keys.key_list([(n, keys.public_bytes(k)) for n, k in trusted], version, signers,
+                                            revoked=[keys.key_id(k) for k in revoked]))
+
+    # a forged list (signed by a key the device does not trust) is ignored
+    write_list(2, [evil], [("evil", evil)])
+    publish(world, V2, "2.0.0")
+    assert dev.run(lambda: ota_agent.Agent().check_now(reboot=False)).value == "installed"
+    assert list(json.loads(devfs.get(dev.path, "ota.json"))["keys"]) == ["release"]
+    assert any("key list" in (r.get("message") or "") for r in dev.run(lambda: audit.read("ota.log")).value)
+    dev.run(main_py(check=False))  # boot 2.0.0 and confirm it
+
+    # the real rotation: A signs a list that trusts B and revokes A
+    write_list(2, [a], [("b", b)], revoked=[a])
+    release.build(images.app_image("2.1.0", size=SMALL, seed=6), "2.1.0", [b], world["repo"])
+    assert dev.run(lambda: ota_agent.Agent().check_now(reboot=False)).value == "installed"
+    cfg = json.loads(devfs.get(dev.path, "ota.json"))
+    assert list(cfg["keys"]) == ["b"] and cfg["keys_version"] == 2 and cfg["revoked"] == [keys.key_id(a)]
+    dev.run(main_py(check=False))
+
+    # A is gone: a release it signs is refused; replaying the older list changes nothing
+    release.build(images.app_image("2.2.0", size=SMALL, seed=7), "2.2.0", [a], world["repo"])
+    write_list(1, [a], [("release", a)])
+    assert dev.run(lambda: ota_agent.Agent().check_now(reboot=False)).value == "refused"
+    assert versions_reported(world, "dev")[-1][2] in ("revoked_key", "unknown_key")
+    assert list(json.loads(devfs.get(dev.path, "ota.json"))["keys"]) == ["b"]
+
+
+AGENT_HEAP = "160k"  # the signed HTTPS flow with the library's bytecode in the heap (see README "Heap")
+
+MP_MAIN = """
+import ota, simhw
+from ota import agent
+
+def wifi():
+    import network
+    w = network.WLAN(network.STA_IF)
+    w.active(True)
+    w.connect("lab", "secret")
+    return w.isconnected()
+
+a = agent.Agent(self_test=simhw.healthy, connect=wifi)
+print("boot", a.boot())
+e = a.check_now(reboot=False)
+print("check", e)
+if e == "installed":
+    import machine
+    machine.reset()
+"""
+
+
+@pytest.mark.micropython
+def test_agent_under_micropython(world):
+    dev = new_board(world)
+    publish(world, V2, "2.0.0")
+    out = dev.run_micropython(MP_MAIN, heap=AGENT_HEAP)
+    assert out.kind == sim.RESET and "boot already_valid" in out.stdout and "check installed" in out.stdout, out.stdout + out.stderr
+    out = dev.run_micropython(MP_MAIN, heap=AGENT_HEAP)
+    assert "boot confirmed" in out.stdout and "check up_to_date" in out.stdout, out.stdout + out.stderr
+    publish(world, V3_NOWIFI, "3.0.0")
+    assert dev.run_micropython(MP_MAIN, heap=AGENT_HEAP).kind == sim.RESET
+    out = dev.run_micropython(MP_MAIN, heap=AGENT_HEAP)  # 3.0.0 cannot bring Wi-Fi up: rolls back
+    assert out.kind == sim.RESET and out.booted == "ota_0", out.stdout + out.stderr
+    out = dev.run_micropython(MP_MAIN, heap=AGENT_HEAP)
+    assert out.booted == "ota_1" and "boot already_valid" in out.stdout, out.stdout + out.stderr
+    events = [e for e, _, _ in versions_reported(world, "dev")]
+    assert "rolled_back" in events and events.count("confirmed") == 1
+
+
+def test_canary_failure_rolls_back_everywhere_and_blocks_widening(world):
+    """A broken release at a 40 % stage: every canary installs it, fails its self-test, rolls back
+    and reports it; `ota-tool rollout` then refuses to widen the stage."""
+    from ota_tool import rollout
+    from ota_tool.errors import ToolError
+
+    info = publish(world, V3_BAD, "3.0.0", extra={"rollout": {"percent": 40, "salt": "s1"}})
+    template = sim.create(str(world["tmp"] / "template.bin"), V1)
+    canaries = 0
+    for i in range(12):
+        name = "node-%02d" % i
+        dev = sim.Device(str(world["tmp"] / ("%s.bin" % name)))
+        shutil.copyfile(template.path, dev.path)
+        devfs.put(dev.path, "ota.json", json.dumps({
+            "source": world["url"], "device_id": name, "keys": {"r": keys.public_text(world["key"])},
+            "report_url": world["srv"].url + "report"}).encode())
+        devfs.put(dev.path, "ota_ca.der", world["srv"].ca_der)
+        if dev.run(main_py()).kind != sim.RESET:
+            continue  # not in this stage
+        canaries += 1
+        assert dev.run(main_py(check=False)).kind == sim.RESET  # 3.0.0 fails its self-test: back
+        out = dev.run(main_py(check=False))  # 1.0.0 again; it reports the rollback
+        assert out.booted == "ota_0" and out.value[0] == "already_valid"
+    assert canaries >= 2
+    summary = reports.summary_from_path(world["reports"])
+    rel = next(r for r in summary["releases"] if r["version"] == "3.0.0")
+    assert rel["rolled_back"] == canaries and rel["confirmed"] == 0
+    with pytest.raises(ToolError, match="above"):
+        rollout.change(info["manifest"], [world["key"]], percent=100, reports_path=world["reports"])
+    rollout.change(info["manifest"], [world["key"]], halt=True, reports_path=world["reports"])
+    # a halted release is never started
+    dev = sim.Device(str(world["tmp"] / "node-00.bin"))
+    assert dev.run(lambda: ota_agent.Agent().check_now(reboot=False)).value == "refused"

@@ -16,6 +16,7 @@ COMMANDS = [
     "fleet",
     "inspect",
     "keygen",
+    "keylist",
     "partitions",
     "release",
     "rollout",

@@ -1,37 +1,42 @@
 """The filesystem of a simulated device: a littlefs in its `vfs` partition, as MicroPython keeps it.
 
-How it is simulated
+How the device filesystem is simulated
     MicroPython (>= 1.26) on an ESP32 keeps its files in littlefs v2 on the data partition labelled
-    `vfs`; when the partition table has none (MicroPython's own 4 MiB OTA table has none), the
-    firmware registers one at boot from the end of the last partition to the end of flash
-    (ports/esp32/main.c, boardctrl_startup): 0x310000-0x400000, 960 KiB, on the default table here.
-    The simulated chip shows that partition too (`esp32.Partition.find(TYPE_DATA, label="vfs")`).
-    Device code reaches its files through `ota.compat.fs`, with relative paths ("ota.json"):
-    - under MicroPython, espsim/modules/simrun.py mounts `vfs.VfsLfs2` on `esp32.Partition("vfs")`
-      at /flash and chdir()s there before the app is imported, in RPC and local mode alike;
-    - under CPython (`ota_tool.sim.Device.run`), this module mounts the same partition with
-      littlefs-python at every power-on, its reads, programs and erases going through the simulated
-      chip, so an armed power cut falls inside filesystem writes like any other flash operation.
-    At power-on, as MicroPython's _boot.py/inisetup.py do, a filesystem that does not mount is
-    formatted if its first block is blank; otherwise the firmware stops before the app ("The
-    filesystem appears to be corrupted"): the run ends as CRASHED.
+    `vfs`. When the partition table has none (MicroPython's own 4 MiB OTA table has none) the
+    firmware registers one at every boot, from the end of the last partition to the end of flash
+    (ports/esp32/main.c, boardctrl_startup: type data, subtype fat, label "vfs"): 0x310000-0x400000,
+    960 KiB, with this project's partitions.csv. The simulated chip shows the same partition
+    (`esp32.Partition("vfs")`, `Partition.find(TYPE_DATA, label="vfs")`). Device code reaches its
+    files through `ota.compat.fs` with relative paths ("ota.json" is "/ota.json" on a board):
+    - MicroPython runs (`Device.run_micropython`, RPC and local mode): simrun mounts `vfs.VfsLfs2`
+      on `esp32.Partition("vfs")` at /flash and chdir()s there before importing the app;
+    - CPython runs (`Device.run`): this module mounts the partition with littlefs-python at every
+      power-on, its reads, programs and erases going through the simulated chip, so an armed power
+      cut falls inside filesystem writes like any other flash operation; the mount is dropped at
+      the end of the power cycle (reset, power cut) and made again at the next one.
+    Both follow MicroPython's _boot.py/inisetup.py: a filesystem that does not mount is formatted
+    when its first block is blank (a board's first boot; those erases and programs count), else
+    the firmware stops before the app ("The filesystem appears to be corrupted": the run ends as
+    CRASHED). With no room for `vfs`, nothing is mounted and file calls fail with ENODEV.
 
-Geometry (MicroPython's, so either side reads and writes what the other wrote)
-    block 4096 bytes (esp32.Partition's block size: ioctl 5), block count = partition size / 4096,
-    read 32, prog 32, lookahead 32 bytes (VfsLfs2's defaults, extmod/vfs_lfs.c), cache 128 bytes
-    (4 x max(read, prog)) and block_cycles 100 (extmod/vfs_lfsx.c), name_max 255, on-disk version
-    2.1 (what VfsLfs2.mkfs writes). Programs never erase (writeblocks with an offset); erases are
-    whole 4 KiB sectors (ioctl 6).
+Geometry (MicroPython's own, so each side reads and writes what the other wrote)
+    block 4096 bytes (esp32.Partition's block size, ioctl 5), block count = partition size / 4096
+    (240 here), read 32, prog 32, lookahead 32 bytes (VfsLfs2's defaults, extmod/vfs_lfs.c), cache
+    128 bytes = 4 x max(read, prog) and block_cycles 100 (extmod/vfs_lfsx.c), name_max 255,
+    on-disk version 2.1 (what VfsLfs2.mkfs writes). Programs never erase (littlefs calls
+    writeblocks with an offset); erases are whole 4 KiB sectors (ioctl 6). MicroPython also stores
+    a file's mtime as a littlefs attribute; littlefs-python ignores it.
 
-Inspecting a simulated device's files
-    `ota_tool.sim.create()` formats the filesystem (filesystem=False leaves the region blank, as a
-    board before its first boot). From Python:
-        from ota_tool import devfs
-        devfs.files("device.bin")                     # {"ota.json": 57, "lib/x.py": 120}
-        devfs.get("device.bin", "ota.json")           # bytes
-        devfs.put("device.bin", "config.json", b"{}")  # parent folders are made
-        with devfs.mount("device.bin") as fs: ...     # open/rename/remove/listdir/walk...
-    or `python -m ota_tool.devfs device.bin ls|cat|get|put|rm|format`.
+Inspecting the files of a simulated device
+    `ota_tool.sim.create()` formats the filesystem (filesystem=False leaves the region blank, as on
+    a board before its first boot). With the device not running:
+        python -m ota_tool.devfs device.bin ls            # every file and its size
+        python -m ota_tool.devfs device.bin cat ota.json
+        python -m ota_tool.devfs device.bin put app.py lib/app.py
+        python -m ota_tool.devfs device.bin get|rm NAME, format
+    From Python: devfs.files(path) -> {name: size}, devfs.get(path, name), devfs.put(path, name,
+    data) (parent folders made, written as tmp + rename), devfs.remove(path, name), or
+    `with devfs.mount(path) as fs:` for open/rename/listdir/walk/usage.
 """
 import errno
 import os

@@ -112,3 +112,16 @@ def sign(doc, private_keys):
         sig = key.sign(device_trust.CONTEXT + body)
         lines.append(b"OTA-SIG-1 %s %s\n" % (key_id(key).encode(), base64.b64encode(sig)))
     return b"".join(lines) + body + b"\n"
+
+
+def key_list(public_keys, version, signers, threshold=1, revoked=()):
+    """The signed key-list document devices rotate to: `public_keys` [(name, 32 raw bytes)],
+    signed by `signers` (private keys the devices trust NOW), `version` higher than the last one."""
+    if not public_keys:
+        raise ToolError("a key list needs at least one key")
+    if not 1 <= threshold <= len(public_keys):
+        raise ToolError("threshold %d with %d keys" % (threshold, len(public_keys)))
+    doc = {"type": "keys", "version": int(version), "threshold": int(threshold),
+           "keys": [{"name": name, "key": base64.b64encode(raw).decode()} for name, raw in public_keys],
+           "revoked": sorted(set(revoked))}
+    return sign(doc, signers)

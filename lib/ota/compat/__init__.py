@@ -30,7 +30,7 @@ if MICROPYTHON:
     _EPOCH_OFFSET = 946684800 if _time.gmtime(0)[0] == 2000 else 0
 
     def unix_time():
-        return _time.time() + _EPOCH_OFFSET
+        return int(_time.time()) + _EPOCH_OFFSET  # the unix port's time() is a float
 
 else:
     import time as _time

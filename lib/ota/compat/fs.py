@@ -6,7 +6,10 @@
 #   CPython       the filesystem a simulator attaches for one power cycle (ota_tool.devfs: a
 #                 littlefs on the simulated flash, power cuts included); with none attached, the
 #                 host's files relative to the current directory.
-# Errors are OSError with MicroPython's errno: ENOENT for a missing file, EEXIST, ENOTEMPTY...
+# Errors are OSError(code): littlefs' codes are Linux errno values on every port (ENOENT 2,
+# EEXIST 17, ENOTEMPTY 39, ENOSPC 28; MicroPython's errno module lacks some of them), ENODEV 19
+# where nothing is mounted. A power cut between open("w"/"a") and close can leave the file EMPTY
+# (littlefs commits a new file at open, its data at close): write a temporary file, then rename.
 #
 # open(path, mode) -> file with read/readinto/readline/write/seek/tell/flush/close, usable with
 #                     `with`; text modes read and write str, "b" modes bytes

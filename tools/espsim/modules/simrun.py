@@ -55,18 +55,47 @@ def mount_fs():
 
     found = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")
     if not found:
-        return True  # no room for a filesystem on this table: nothing is mounted
-    bdev = found[0]
+        fs = _NoFilesystem()  # no room for one on this table: nothing is mounted
+    else:
+        fs = _mount_lfs(found[0])
+        if fs is None:
+            return False
+    vfs.mount(fs, MOUNT_POINT)
+    os.chdir(MOUNT_POINT)
+    return True
+
+
+class _NoFilesystem:
+    # A board with nothing mounted answers ENODEV; this keeps relative paths off the host's files.
+    def mount(self, readonly, mkfs):
+        pass
+
+    def umount(self):
+        pass
+
+    def chdir(self, path):
+        pass
+
+    def getcwd(self):
+        return "/"
+
+    def _fail(self, *args):
+        raise OSError(19)  # ENODEV
+
+    open = ilistdir = stat = statvfs = remove = rename = mkdir = rmdir = _fail
+
+
+def _mount_lfs(bdev):
+    import vfs
+
     try:
         fs = vfs.VfsLfs2(bdev)
     except OSError:
         if not _blank(bdev):
-            return False
+            return None
         vfs.VfsLfs2.mkfs(bdev)
         fs = vfs.VfsLfs2(bdev)
-    vfs.mount(fs, MOUNT_POINT)
-    os.chdir(MOUNT_POINT)
-    return True
+    return fs
 
 
 def main(module):

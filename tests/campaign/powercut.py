@@ -1,0 +1,289 @@
+"""Power loss at every flash write and erase (app slots, otadata, NVS, and the littlefs of the
+`vfs` partition) of a device's update life, under the simulated ESP32.
+
+A scenario is a small function `scenario(world) -> Plan`: it prepares a base device (a flash image
+file) and the releases its server offers, and says what the device may run and where it must end.
+The uninterrupted life of the plan is run once to count its flash operations; then, for every
+operation (full mode; a fixed sample in quick mode) and both cut modes ("before": the operation
+never happens; "torn": it is interrupted half-way), a fresh copy of the base device lives the same
+life with power failing at that operation. Power comes back and the board must
+  1. boot (the bootloader finds a valid image: no Brick),
+  2. run its firmware (the filesystem mounts: no "filesystem corrupted" stop),
+  3. run the agent (main.py) and complete an update check against the server (the signed manifest
+     fetched, verified and decided on: "up_to_date", "installed", or a policy refusal),
+  4. run only images it was offered (old or new, bytes intact), and where the plan says so end on
+     the new release, confirmed (the update still goes through after the cut).
+"""
+import contextlib
+import io
+import os
+import random
+
+from espsim.bootloader import Brick
+from espsim.flash import CUT_BEFORE, CUT_TORN
+
+from . import world as W
+from .world import V1, V2, V3_BAD, sim
+
+MODES = (CUT_BEFORE, CUT_TORN)
+MAX_CYCLES = 8  # power cycles a device gets to settle (install, reboot, confirm, check...)
+
+
+class Plan:
+    def __init__(self, base, allowed, final=None, steps=(), note=""):
+        self.base = base  # path of the base device's flash image
+        self.allowed = set(allowed)  # versions the device may run at any time
+        self.final = final  # the version it must run, confirmed, once settled (None: any allowed)
+        self.steps = steps  # device apps run once, in order, before main.py's power cycles
+        self.note = note
+
+
+def settle(dev, app=W.main_py, max_cycles=MAX_CYCLES):
+    """Power cycles running `app` (main.py) until one returns after an update check that reached the
+    server and installed nothing. Returns (power was cut, reached the server, outcomes)."""
+    outs = []
+    reached = False
+    for _ in range(max_cycles):
+        del W.EVENTS[:]
+        out = dev.run(app)
+        outs.append(out)
+        if out.kind == sim.POWER_CUT:
+            return True, reached, outs
+        if out.kind == sim.RETURNED:
+            _, event, reason = out.value
+            if W.reached_server(event, reason):
+                reached = True
+                if event != "installed":
+                    return False, True, outs
+        elif out.kind == sim.RESET:
+            # an install reboots into the new image: that check reached the server
+            reached = reached or "installed" in W.EVENTS
+    return False, reached, outs
+
+
+def live(plan, dev):
+    """The plan's life on `dev`. Returns False if the power was cut during it."""
+    for step in plan.steps:
+        if dev.run(step).kind == sim.POWER_CUT:
+            return False
+    cut, _, _ = settle(dev)
+    return not cut
+
+
+# --- the scenarios: each prepares a base device and the server's releases
+
+
+def _board(w, repo, name, **settings):
+    return W.provision(w, os.path.join(w.dir, name + ".bin"), repo.url, repo.ca_der, **settings)
+
+
+def full_update(w):
+    """1.0.0 -> 2.0.0, raw image artifact (resumable download, NVS journal every block)."""
+    repo = w.repo("full")
+    repo.publish(V2, "2.0.0")
+    return Plan(_board(w, repo, "full").path, {"1.0.0", "2.0.0"}, "2.0.0")
+
+
+def compressed_update(w):
+    """1.0.0 -> 2.0.0, zlib artifact (inflated while it streams into the slot)."""
+    repo = w.repo("zlib")
+    repo.publish(V2, "2.0.0", compress=True)
+    return Plan(_board(w, repo, "zlib").path, {"1.0.0", "2.0.0"}, "2.0.0")
+
+
+def delta_update(w):
+    """1.0.0 -> 2.0.0, delta artifact (patched against the running image while it streams)."""
+    repo = w.repo("delta")
+    info = repo.publish(V2, "2.0.0", compress=True, bases=[V1])
+    assert any(a["encoding"] == "delta" for a in info["artifacts"]), "no delta artifact"
+    return Plan(_board(w, repo, "delta").path, {"1.0.0", "2.0.0"}, "2.0.0")
+
+
+def probation_update(w):
+    """1.0.0 -> 2.0.0 with boot_retry_limit 3: the agent's own boot counter (NVS) replaces the
+    bootloader's single-shot rollback."""
+    repo = w.repo("probation")
+    repo.publish(V2, "2.0.0")
+    return Plan(_board(w, repo, "probation", boot_retry_limit=3).path, {"1.0.0", "2.0.0"}, "2.0.0")
+
+
+def failed_self_test(w):
+    """2.0.0 runs; 3.0.0 installs, fails its self-test on the first boot and is rolled back (the
+    report of it is kept in NVS for the old image to send), then checks go on."""
+    repo = w.repo("rollback")
+    repo.publish(V2, "2.0.0")
+    dev = _board(w, repo, "rollback")
+    cut, reached, outs = settle(dev)
+    assert not cut and reached and W.running(dev)[:2] == ("2.0.0", "valid"), outs
+    repo.publish(V3_BAD, "3.0.0")
+    return Plan(dev.path, {"2.0.0", "3.0.0"}, "2.0.0")
+
+
+def requested_rollback(w):
+    """2.0.0 runs, confirmed; the application calls ota.rollback(): otadata points back at 1.0.0
+    (set_boot), reset, 1.0.0 confirms itself and checks for updates."""
+    repo = w.repo("manual")
+    repo.publish(V2, "2.0.0")
+    dev = _board(w, repo, "manual")
+    cut, reached, outs = settle(dev)
+    assert not cut and reached and W.running(dev)[:2] == ("2.0.0", "valid"), outs
+
+    def rollback():
+        import ota
+
+        ota.rollback("requested by the application")
+
+    return Plan(dev.path, {"1.0.0", "2.0.0"}, None, steps=(rollback,))
+
+
+def agent_state(w):
+    """The agent's own files and NVS while it works: ota.json rewritten (config.set, atomic
+    rename), the audit log appended past its cap and rotated, then an update check and install."""
+    repo = w.repo("state")
+    repo.publish(V2, "2.0.0")
+    dev = _board(w, repo, "state", log_max=400)
+
+    def reconfigure():
+        from ota import audit, config
+
+        config.set("interval", 7200)
+        for i in range(6):
+            audit.append("ota.log", 400, "note", n=i)
+
+    return Plan(dev.path, {"1.0.0", "2.0.0"}, "2.0.0", steps=(reconfigure,))
+
+
+def app_bundle(w):
+    """TODO(lead): app-bundle updates (lib/ota/bundle.py, being written in another issue). Publish a
+    bundle release in a repo, provision a board as above, and return Plan(base, allowed, final):
+    the sweep then cuts every flash and filesystem write of the bundle install like the others."""
+    return None
+
+
+SCENARIOS = {
+    "full image": full_update,
+    "compressed image": compressed_update,
+    "delta": delta_update,
+    "boot counter (retry limit 3)": probation_update,
+    "failed self-test, rollback": failed_self_test,
+    "ota.rollback() requested": requested_rollback,
+    "agent config + audit log": agent_state,
+    "app bundle": app_bundle,  # TODO(lead): returns None until lib/ota/bundle.py exists
+}
+
+
+# --- the sweep
+
+
+def _region(addr):
+    if addr >= 0x310000:
+        return "fs"
+    if addr >= 0x10000:
+        return "slot"
+    if addr >= 0xD000:
+        return "otadata"
+    if addr >= 0x9000:
+        return "nvs"
+    return "other"
+
+
+def cut_points(oplog, mode_index, quick, rng):
+    """Operation indexes to cut at. Full: all. Quick: every otadata operation (the boot choice)
+    plus a spread of the rest, different per mode."""
+    total = len(oplog)
+    if not quick:
+        return list(range(total))
+    points = {i for i, op in enumerate(oplog) if _region(op[1]) == "otadata"}
+    step = max(1, total // 5)
+    points |= set(range((mode_index * step) // 2, total, step))
+    points |= set(rng.sample(range(total), min(2, total)))
+    return sorted(points)
+
+
+class Result:
+    def __init__(self, name):
+        self.name = name
+        self.ops = 0
+        self.regions = {}
+        self.tried = 0
+        self.bricks = []
+        self.unreachable = []
+        self.wrong = []
+        self.not_converged = []
+        self.missed = 0
+        self.skipped = None  # a TODO scenario
+
+    @property
+    def failures(self):
+        return self.bricks + self.unreachable + self.wrong + self.not_converged
+
+    def row(self):
+        return {"scenario": self.name, "flash_ops": self.ops, "regions": self.regions, "cuts": self.tried,
+                "unbootable": len(self.bricks), "unreachable": len(self.unreachable), "wrong_image": len(self.wrong),
+                "not_converged": len(self.not_converged), "skipped": self.skipped}
+
+
+def sweep(name, plan, workdir, quick=False, seed=1):
+    res = Result(name)
+    probe = W.copy_device(plan.base, os.path.join(workdir, "probe.bin"))
+    probe.oplog = []
+    assert live(plan, probe), "%s: the uninterrupted life did not complete" % name
+    version, state, _, intact = W.running(probe)
+    if plan.final is not None:
+        assert (version, state, intact) == (plan.final, "valid", True), (name, version, state, intact)
+    oplog = probe.oplog[:]  # operations of the life (the status cycle above adds reads only)
+    res.ops = len(oplog)
+    for _, addr, _ in oplog:
+        r = _region(addr)
+        res.regions[r] = res.regions.get(r, 0) + 1
+    rng = random.Random(seed)
+    for mi, mode in enumerate(MODES):
+        for cut in cut_points(oplog, mi, quick, rng):
+            res.tried += 1
+            where = "%s op %d (%s %s 0x%x)" % (mode, cut, oplog[cut][0], _region(oplog[cut][1]), oplog[cut][1])
+            dev = W.copy_device(plan.base, os.path.join(workdir, "cut.bin"))
+            dev.arm_power_cut(cut, mode)
+            if live(plan, dev):
+                res.missed += 1  # the cut never happened: the life is not deterministic
+                continue
+            try:
+                dev.boot_only()
+            except Brick as e:
+                res.bricks.append("%s: %s" % (where, e))
+                continue
+            cut_again, reached, outs = settle(dev)
+            assert not cut_again
+            if not reached:
+                res.unreachable.append("%s: %s" % (where, [(o.kind, o.value) for o in outs]))
+                continue
+            version, state, _, intact = W.running(dev)
+            if version not in plan.allowed or not intact:
+                res.wrong.append("%s: runs %r (intact %s)" % (where, version, intact))
+            elif plan.final is not None and (version, state) != (plan.final, "valid"):
+                res.not_converged.append("%s: runs %s (%s)" % (where, version, state))
+    return res
+
+
+def run(workdir, quick=False, only=None, seed=1):
+    """Every scenario's sweep; returns a list of Result. The device's prints are dropped."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return _run(workdir, quick, only, seed)
+
+
+def _run(workdir, quick, only, seed):
+    results = []
+    w = W.World(workdir)
+    try:
+        for name, scenario in SCENARIOS.items():
+            if only and not any(o in name for o in only):
+                continue
+            plan = scenario(w)
+            if plan is None:
+                r = Result(name)
+                r.skipped = "TODO: lib/ota/bundle.py does not exist yet"
+                results.append(r)
+                continue
+            results.append(sweep(name, plan, os.path.join(w.dir), quick, seed))
+    finally:
+        w.close()
+    return results

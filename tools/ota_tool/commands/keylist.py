@@ -1,0 +1,50 @@
+import json
+import os
+
+HELP = "sign a key list that rotates or revokes the keys devices trust (keys.json next to the manifest)"
+DESCRIPTION = (HELP + ". Devices accept it only when it is signed by keys they trust now (as many as "
+               "their threshold) and its version is higher than the last one they applied.")
+
+
+def add_arguments(p):
+    p.add_argument("output", metavar="KEYS.json", help="where to write the signed list, e.g. repo/keys.json")
+    p.add_argument("--sign-with", action="append", required=True, metavar="KEY.pem",
+                   help="private key the devices trust now (repeat to meet their threshold)")
+    p.add_argument("--key", action="append", required=True, metavar="PUB[=NAME]",
+                   help="a public key to trust from now on (.pub file or base64), optionally named")
+    p.add_argument("--revoke", action="append", default=[], metavar="KEY_ID", help="key id no longer trusted")
+    p.add_argument("--threshold", type=int, default=1, help="signatures required by devices from now on")
+    p.add_argument("--version", type=int, required=True, help="list version: higher than the previous list's")
+    p.add_argument("--passphrase-env", metavar="VAR")
+    p.add_argument("--json", action="store_true")
+
+
+def run(args):
+    from .. import keys
+    from ..errors import ToolError
+
+    passphrase = os.environ.get(args.passphrase_env) if args.passphrase_env else None
+    signers = [keys.load_private(k, passphrase) for k in args.sign_with]
+    pubs = []
+    for spec in args.key:
+        path, _, name = spec.partition("=")
+        raw = keys.load_public(path)
+        pubs.append((name or os.path.basename(path).split(".")[0] or keys.device_trust.key_id(raw), raw))
+    for kid in args.revoke:
+        if len(kid) != 16:
+            raise ToolError("%r is not a key id (16 hex digits, as ota-tool keygen prints)" % kid)
+    blob = keys.key_list(pubs, args.version, signers, args.threshold, args.revoke)
+    tmp = args.output + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(blob)
+    os.replace(tmp, args.output)
+    info = {"ok": True, "output": args.output, "version": args.version,
+            "keys": [{"name": n, "key_id": keys.device_trust.key_id(r)} for n, r in pubs],
+            "revoked": args.revoke, "signed_by": [keys.key_id(k) for k in signers]}
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print("key list v%d -> %s: trust %s%s; signed by %s" % (
+            args.version, args.output, ", ".join("%s (%s)" % (k["name"], k["key_id"]) for k in info["keys"]),
+            "; revoke " + ", ".join(args.revoke) if args.revoke else "", ", ".join(info["signed_by"])))
+    return 0
