@@ -1,9 +1,28 @@
-# The device's entry point: confirm (or roll back) the running image, then run the application
-# and the update agent. Your application lives in app.py (optional):
+# The device's entry point: the update agent confirms (or rolls back) the running firmware and app,
+# then the application runs next to the update schedule. The application lives in the app tree
+# that signed app bundles install (`ota-tool release-app`), module app.py (optional):
 #   app.connect()    bring the network up, truthy when connected (default: Wi-Fi from wifi.json)
-#   app.self_test()  truthy when the firmware works (sensors answer...)
+#   app.self_test()  truthy when the firmware and app work (sensors answer...)
 #   app.main(agent)  your main loop; call agent.check_now() when it suits, or agent.run()
+import sys
+
 import ota.agent
+
+APP_ROOT = "app"  # the tree app bundles install into (their "root")
+_app = []
+
+
+def load_app():
+    # Imported only once the agent has finished or undone an interrupted app switch (boot()).
+    if not _app:
+        if APP_ROOT not in sys.path:
+            sys.path.insert(0, APP_ROOT)
+        try:
+            import app
+        except ImportError:
+            app = None
+        _app.append(app)
+    return _app[0]
 
 
 def wifi_connect(timeout_ms=20000):
@@ -27,14 +46,26 @@ def wifi_connect(timeout_ms=20000):
     return wlan.isconnected()
 
 
-try:
-    import app
-except ImportError:
-    app = None
+def connect():
+    app = load_app()
+    return getattr(app, "connect", wifi_connect)()
 
-agent = ota.agent.Agent(self_test=getattr(app, "self_test", None), connect=getattr(app, "connect", wifi_connect))
+
+def self_test():
+    app = load_app()
+    return app.self_test() if hasattr(app, "self_test") else True
+
+
+agent = ota.agent.Agent(self_test=self_test, connect=connect)
 agent.boot()
-if app is not None and hasattr(app, "main"):
-    app.main(agent)
-else:
+if agent.app_state in ("unsupported", "error"):
+    # The app tree does not fit this firmware (or could not be repaired): keep the board
+    # reachable and wait for an update instead of running it.
+    print("ota: application not started (%s); waiting for an update" % agent.app_state)
     agent.run()
+else:
+    app = load_app()
+    if hasattr(app, "main"):
+        app.main(agent)
+    else:
+        agent.run()

@@ -12,6 +12,8 @@ from . import audit, bootstate, config, otadata, slot, state
 from .compat import collect, mem_free, sleep_ms
 from .errors import OTAError
 
+APP_JOURNAL = "ota-app.journal"  # ota.apptree.JOURNAL: app bundle code is loaded only where it exists
+
 # Reasons that are the network's fault: retried with backoff. Everything else is a refusal.
 _TRANSIENT = ("source_error", "truncated", "timeout", "stalled", "connect", "network", "tls", "dns",
               "bad_response", "http_500", "http_502", "http_503", "http_504", "http_429", "not_found",
@@ -35,16 +37,17 @@ class Agent:
         self.power_ok = power_ok
         self.failures = 0
         self.retry_after = None
-        self._wake = False
+        self.wake_pending = False
 
     # --- reports
 
-    def _log(self, event, **fields):
+    def log(self, event, **fields):
+        """One line in the audit log (never raises)."""
         audit.append(self.cfg["log"], self.cfg["log_max"], event, **fields)
 
     def report(self, event, **fields):
         """Audit log line, then a best-effort POST to report_url: never raises, never blocks long."""
-        self._log(event, **fields)
+        self.log(event, **fields)
         url = self.cfg["report_url"]
         if not url:
             return
@@ -102,7 +105,7 @@ class Agent:
         try:
             doc = load_keys(fetch_bytes(fetcher, url, 4096), trust)
         except OTAError as e:
-            if e.reason not in ("http_404", "not_found"):
+            if e.reason not in ("http_404", "http_403", "not_found"):  # S3 answers 403 without ListBucket
                 self.report("refused", reason=e.reason, message=("key list: " + e.message)[:200])
             return trust
         if doc["version"] <= cfg["keys_version"]:
@@ -119,7 +122,7 @@ class Agent:
         config.save(saved, self.config_path)  # atomic: old keys or new keys, never a mix
         for k in ("keys", "key_threshold", "revoked", "keys_version"):
             self.cfg[k] = cfg[k] = saved[k]
-        self._log("keys_rotated", message="key list version %d: %d keys" % (doc["version"], len(keys)))
+        self.log("keys_rotated", message="key list version %d: %d keys" % (doc["version"], len(keys)))
         return new
 
     def _facts(self, cfg):
@@ -162,25 +165,49 @@ class Agent:
             cfg[k] = config.check_value(k, overrides[k])
         self.retry_after = None
         if not cfg["source"]:
-            self._log("failed", reason="no_source")
+            self.log("failed", reason="no_source")
             print("ota: no update source configured: ota.config.set('source', 'https://.../stable.json')")
             return "failed"
         if not cfg["verify"]:
             print("ota: WARNING: signature verification is turned OFF in %s: any server can install anything" % self.config_path)
-            self._log("verification_off")
+            self.log("verification_off")
         why = self._not_now(cfg)
         if why:
-            self._log("not_now", reason=why)
+            self.log("not_now", reason=why)
             return "not_now"
+        fetcher = trust = None
         try:
             self.connect is None or self.connect()
             fetcher = self._fetcher(cfg)
-            trust = None
             if cfg["verify"]:
                 trust = self._rotate_keys(cfg, fetcher, self._trust(cfg))
             m = update.check(fetcher, cfg["source"], trust, self._facts(cfg), cfg["verify"])
         except OTAError as e:
-            return self._refused(e)
+            event = self._refused(e)
+            if fetcher is not None and event != "failed" and (cfg["app_source"] or cfg["config_source"]):
+                trust = None  # each document verifies with its own, dropped before its downloads
+                return self._check_bundles(cfg, fetcher, reboot) or event
+            return event
+        app = None
+        if m.app is not None or _has_app():
+            # The app this firmware needs is staged first (switched at the firmware's first boot);
+            # a firmware the installed app does not support is refused.
+            from . import bundle
+
+            try:
+                app = bundle.for_firmware(fetcher, cfg["source"], m, trust, cfg["verify"])
+            except OTAError as e:
+                return self._refused(e, m.version)
+        m = update.Release(m)
+        trust = None
+        update.forget_verifier()
+        if app is not None:
+            url, b, fw, planned = app
+            app = None
+            try:
+                bundle.stage(fetcher, url, b, fw, planned=planned)
+            except OTAError as e:
+                return self._refused(e, m.version)
         self.report("downloading", target_version=m.version, manifest_sha256=_hex(m.sha256))
         from .compat import ticks_diff, ticks_ms
 
@@ -196,10 +223,60 @@ class Agent:
             machine.reset()
         return "installed"
 
+    def _check_bundles(self, cfg, fetcher, reboot):
+        """The app and config documents (app_source, config_source): a new one is staged, switched
+        to, and booted (reset) for its self-test. Returns the event, or None when up to date."""
+        from . import apptree, update
+
+        for key, doc_type in (("app_source", "app"), ("config_source", "config")):
+            if not cfg[key]:
+                continue
+            try:
+                b = self._fetch_document(cfg, fetcher, cfg[key], doc_type)
+                from . import bundle
+
+                bundle.check(b, apptree.firmware_version(), cfg["channel"], cfg["allow_downgrade"])
+                planned = bundle.plan(b)
+                update.forget_verifier()  # as for firmware: the heap goes to the downloads
+                n = bundle.stage(fetcher, cfg[key], b, planned=planned)
+                apptree.switch()
+            except OTAError as e:
+                if e.reason == "up_to_date":
+                    continue
+                return self._refused(e)
+            self.failures = 0
+            self.report("installed", app=b.type, app_version=b.version, bytes=n["bytes"],
+                        message="%s %s: %d files downloaded, %d copied, %d carried over" % (
+                            b.type, b.version, n["downloaded"], n["copied"], n["carried"]))
+            if reboot:
+                machine.reset()
+            return "installed"
+        return None
+
+    def _fetch_document(self, cfg, fetcher, url, doc_type):
+        # A signed app/config document. Its signatures are checked before ota.bundle is loaded, and
+        # the signature code leaves the heap before the document is parsed: the peak of a check.
+        from . import manifest, update
+        from .fetch import fetch_bytes
+
+        blob = fetch_bytes(fetcher, url, manifest.MAX_DOCUMENT + 512)
+        if not cfg["verify"]:
+            from . import bundle
+
+            return bundle.load_unverified(blob, doc_type)
+        sigs, doc = manifest.split(blob)
+        collect()
+        key_ids = self._trust(cfg).verify(sigs, doc)
+        sigs = manifest = None
+        update.forget_verifier()
+        from . import bundle
+
+        return bundle.from_verified(doc, key_ids, blob, doc_type)
+
     def _refused(self, e, target=None):
         if e.reason == "up_to_date":
             self.failures = 0
-            self._log("up_to_date")
+            self.log("up_to_date")
             return "up_to_date"
         transient = e.reason in _TRANSIENT or e.reason.startswith("http_5")
         if transient:
@@ -230,16 +307,19 @@ class Agent:
             return False, "self-test raised %r" % (e,)
         return True, None
 
-    def _rollback(self, why):
+    def _rollback(self, why, own=True):
+        # own: the firmware failed by itself (its self-test, repeated crashes), not the network:
+        # only that counts against the release (policy "known_bad"); a network attacker must not
+        # be able to make a device refuse a good release for good.
         pend = state.get_json("pend")
         rep = {"event": "rolled_back", "reason": why[:120], "target_version": pend.get("version") if pend else None}
         try:
             state.set_json("rep", rep)  # sent by the previous image after the reset: it has a network
         except (OSError, ValueError):
             pass
-        self._log("rolled_back", reason=why[:120], target_version=rep["target_version"])
+        self.log("rolled_back", reason=why[:120], target_version=rep["target_version"])
         state.erase("probe")
-        bootstate.rollback(why)
+        bootstate.rollback(why, own)
 
     def _send_pending_report(self):
         rep = state.get_json("rep")
@@ -249,8 +329,22 @@ class Agent:
             self.report(ev, **rep)
 
     def boot(self):
-        """Confirm or roll back the image that runs. Returns "confirmed" or "already_valid";
-        does not return when it rolls back (machine.reset())."""
+        """Confirm or roll back the image that runs, and the app bundle (ota.bundle) with it.
+        Returns "confirmed", "already_valid" or "app_confirmed" (an app update alone); does not
+        return when it rolls back (machine.reset()). Call it before importing the app: it first
+        finishes or undoes an interrupted app switch (self.app_state: ota.apptree.recover(); do
+        not import the app when it is "unsupported" or "error")."""
+        app = None
+        self.app_state = "none"
+        if _has_app():
+            from . import apptree as app
+
+            try:
+                self.app_state = app.recover(self.cfg["boot_retry_limit"])
+            except Exception as e:  # the updater must keep running to repair it: the app must not
+                print("ota: app tree recovery failed: %r" % (e,))
+                self.app_state = "error"
+                app = None
         limit = self.cfg["boot_retry_limit"]
         run = slot.running()
         st = bootstate.running_state(run)
@@ -275,6 +369,8 @@ class Agent:
             fresh = False
         if probe is None and not fresh:
             bootstate.reconcile(run)
+            if app is not None and app.settle() == "swapped" and app.pending():
+                return self._confirm_app(app)
             self._send_pending_report()
             return "already_valid"
         if probe is not None:
@@ -284,22 +380,42 @@ class Agent:
                 self._rollback("no successful self-test in %d boots" % limit)
         ok, why = self._self_test_ok()
         if not ok:
-            self._rollback(why)
+            self._rollback(why, why.startswith("self-test"))
         if probe is not None:
             state.erase("probe")
             bootstate.reconcile(run)
             result = "confirmed"
         else:
             result = bootstate.confirm()
+        if app is not None and app.settle() == "swapped" and app.pending():
+            app.confirm()  # switched before this firmware came: the self-test covered it too
         self._send_pending_report()
         self.report("confirmed", running_version=self._running_version(), boot_attempts=probe["tries"] if probe else 1)
         return result
+
+    def _confirm_app(self, app):
+        # An app update alone: the same self-test; a failure restores the previous tree and resets
+        # (the failed app may be imported already).
+        version = app.journal().get("v")
+        ok, why = self._self_test_ok()
+        if not ok:
+            try:
+                state.set_json("rep", {"event": "rolled_back", "reason": why[:120], "app_version": version})
+            except (OSError, ValueError):
+                pass
+            self.log("rolled_back", reason=why[:120], app_version=version)
+            app.rollback(why, failed=why.startswith("self-test"))  # network faults do not count
+            machine.reset()
+        app.confirm()
+        self._send_pending_report()
+        self.report("confirmed", app_version=version, message="app %s" % version)
+        return "app_confirmed"
 
     # --- the schedule
 
     def wake(self):
         """Check at the next opportunity (a push notification or a button calls this)."""
-        self._wake = True
+        self.wake_pending = True
 
     def run(self, max_checks=None):
         """Check for updates forever (or max_checks times), sleeping between checks."""
@@ -308,14 +424,20 @@ class Agent:
         n = 0
         while max_checks is None or n < max_checks:
             n += 1
-            self._wake = False
+            self.wake_pending = False
             event = self.check_now()
             if max_checks is not None and n >= max_checks:
                 return event
             t = Timer(next_delay(self.cfg, self.failures if event == "failed" else 0, self.retry_after))
-            while t.remaining() and not self._wake:
+            while t.remaining() and not self.wake_pending:
                 sleep_ms(min(t.chunk(), 1000))
         return None
+
+
+def _has_app():
+    from .compat import fs
+
+    return fs.exists(APP_JOURNAL)
 
 
 def _hex(b):

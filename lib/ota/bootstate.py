@@ -45,9 +45,11 @@ def previous_slot(run=None):
     return fac if fac is not None and not slot.same(fac, run) else None
 
 
-def rollback(reason="requested"):
+def rollback(reason="requested", remember=True):
     """Boot the previous image now. Does not return (machine.reset()); raises OTAError if there is
-    no valid previous image to go back to, or if it is below the anti-rollback counter."""
+    no valid previous image to go back to, or if it is below the anti-rollback counter.
+    remember: count it as a failure of the pending release (see update.KNOWN_BAD_AFTER); False when
+    the cause may be the network, not the release."""
     run = slot.running()
     prev = previous_slot(run)
     if prev is None:
@@ -66,10 +68,12 @@ def rollback(reason="requested"):
     except OTAError as e:
         raise OTAError("no_rollback_target", "the previous image in %s is not valid (%s)" % (slot.label(prev), e.message))
     print("ota: rolling back from %s to %s: %s" % (slot.label(run), slot.label(prev), reason))
-    if pending:
-        # Remember the image that failed here: the next check must not install it again (policy
-        # "known_bad"), or a broken release is installed and rolled back at every check.
-        state.set_json("bad", {"image_sha256": pend.get("image_sha256"), "version": pend.get("version")})
+    if pending and remember:
+        # Count the failures of this image here: after KNOWN_BAD_AFTER of them the policy refuses
+        # it ("known_bad"); otherwise a broken release is installed and rolled back at every check.
+        bad = state.get_json("bad") or {}
+        n = bad.get("n", 0) + 1 if bad.get("image_sha256") == pend.get("image_sha256") else 1
+        state.set_json("bad", {"image_sha256": pend.get("image_sha256"), "version": pend.get("version"), "n": n})
     if running_state(run) != otadata.PENDING_VERIFY:
         # Confirmed image, or a bootloader without app rollback: point the bootloader back ourselves.
         # (While PENDING_VERIFY the reset alone rolls back, with no flash write of ours.)
@@ -128,8 +132,7 @@ def reconcile(run=None):
         cur = state.get_json("cur")
         if cur is not None and cur.get("manifest_sha256") != pend.get("manifest_sha256"):
             state.set_json("prev", cur)
-        pend.pop("slot", None)
-        state.set_json("cur", pend)
+        state.set_json("cur", pend)  # with its slot: which release a slot holds (ota.apptree)
         sv = pend.get("security_version", 0)
         if sv > state.security_counter():
             state.set_int("secver", sv)

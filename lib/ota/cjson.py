@@ -59,22 +59,12 @@ def check(b):
                 i += 1
                 continue
             if c == (0x7D if top[0] else 0x5D):
-                stack.pop()
-                i += 1
-                if stack:
-                    stack[-1][4] = 3
-                elif i != n:
-                    _bad(i, "data after the document")
+                i = _close(stack, i + 1, n)
                 continue
             _bad(i, "',' or end of container expected")
         if top is not None and top[4] == 1:  # a key
             if c == 0x7D and top[1] == 0:
-                stack.pop()
-                i += 1
-                if stack:
-                    stack[-1][4] = 3
-                elif i != n:
-                    _bad(i, "data after the document")
+                i = _close(stack, i + 1, n)
                 continue
             if c != _QUOTE:
                 _bad(i, "object key expected")
@@ -137,6 +127,16 @@ def check(b):
         top[4] = 3
     if stack:
         _bad(n, "document ends inside a container")
+
+
+def _close(stack, i, n):
+    # A container ended just before i: the one around it expects a comma or its end next.
+    stack.pop()
+    if stack:
+        stack[-1][4] = 3
+    elif i != n:
+        _bad(i, "data after the document")
+    return i
 
 
 def _less(b, a0, a1, b0, b1):

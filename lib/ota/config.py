@@ -36,13 +36,16 @@ DEFAULTS = {
     "board": None,
     "min_free_heap": 0,      # bytes of free heap needed to start a download (0: no check)
     "window": None,          # [start_hour, end_hour] UTC when updates may start (needs a set clock)
+    "app_source": None,      # signed app bundle document URL (ota.bundle), checked after the firmware
+    "config_source": None,   # signed config document URL (settings files in the app root)
 }
 
 _TYPES = {"source": str, "channel": str, "keys": dict, "key_threshold": int, "keys_version": int, "revoked": list,
           "keys_url": str, "verify": bool, "secure": bool,
           "ca": str, "client_cert": str, "client_key": str, "interval": int, "jitter": float, "retry": int,
           "retry_max": int, "log": str, "log_max": int, "boot_retry_limit": int, "device_id": str,
-          "report_url": str, "allow_downgrade": bool, "board": str, "min_free_heap": int, "window": list}
+          "report_url": str, "allow_downgrade": bool, "board": str, "min_free_heap": int, "window": list,
+          "app_source": str, "config_source": str}
 
 
 def check_value(key, value):

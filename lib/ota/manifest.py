@@ -1,4 +1,5 @@
-# Signed documents: a release manifest ("firmware"), a key list ("keys").
+# Signed documents: a release manifest ("firmware"), a key list ("keys"); app and config bundles
+# ("app", "config") are parsed by ota.bundle with the validators below.
 #
 # Wire format, one small text file:
 #     OTA-SIG-1 <key id, 16 hex> <Ed25519 signature, base64>\n     (1 to MAX_SIGNATURES lines)
@@ -211,6 +212,12 @@ class Manifest:
         if halted is not None and not isinstance(halted, bool):
             raise OTAError("bad_manifest", "manifest: 'halted' must be true or false")
         self.halted = bool(halted)
+        # The app bundle that must come with this firmware (ota.bundle): its document's SHA-256.
+        app = _obj(d, "app", w, required=False)
+        self.app = None
+        if app:
+            self.app = {"url": _str(app, "url", "manifest app", 256), "sha256": _hex32(app, "sha256", "manifest app"),
+                        "version": _str(app, "version", "manifest app", 32)}
 
     def summary(self):
         """What the device remembers about an installed release (status, anti-rollback)."""

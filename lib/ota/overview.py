@@ -59,13 +59,16 @@ def status():
     except OTAError:
         info["next_update"] = None
     act = otadata.active(ents) if ents else -1
-    for i, p in enumerate(slots):
-        st = otadata.slot_state(ents, i, len(slots)) if ents else None
+    fac = slot.factory()
+    for i, p in enumerate(([fac] if fac is not None else []) + slots):
+        if p is fac:
+            name = "factory"  # the last resort: not in otadata, never written over the air
+        else:
+            st = otadata.slot_state(ents, slot.ota_index(p), len(slots)) if ents else None
+            name = otadata.STATE_NAMES.get(st, "none") if st is not None else "none"
         info["slots"].append({
-            "label": slot.label(p), "address": slot.address(p), "size": slot.size(p),
-            "state": otadata.STATE_NAMES.get(st, "none") if st is not None else "none",
-            "running": slot.same(p, run),
-            "image": _describe(p, buf),
+            "label": slot.label(p), "address": slot.address(p), "size": slot.size(p), "state": name,
+            "running": slot.same(p, run), "image": _describe(p, buf),
         })
     if act >= 0:
         info["otadata_seq"] = ents[act][0]

@@ -10,7 +10,7 @@
 #   allow_downgrade True to accept an older version (security_version still applies)
 #   micropython, idf  versions of the running firmware where known, for "requires"
 #   device_id       for staged rollout
-#   known_bad       SHA-256 (hex) of an image that failed its self-test here and was rolled back
+#   known_bad       SHA-256 (hex) of an image that failed its self-test here (update.KNOWN_BAD_AFTER times)
 import binascii
 import hashlib
 

@@ -5,7 +5,7 @@
 #   cur     blob  summary of the signed release running now (JSON)
 #   prev    blob  summary of the release before it (what a rollback returns to)
 #   pend    blob  summary of a release installed but not confirmed yet, with its slot
-#   bad     blob  image SHA-256 and version of the last release rolled back by a failed self-test
+#   bad     blob  image SHA-256, version and failure count of the last release whose self-test failed
 import json
 
 import esp32

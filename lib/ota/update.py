@@ -8,7 +8,7 @@
 # set_boot), and the resulting image's SHA-256 is checked by install(): both are signed values.
 import hashlib
 
-from . import manifest, policy, slot, state
+from . import slot, state
 from .errors import OTAError
 from .fetch import fetch_bytes, resolve
 
@@ -70,7 +70,7 @@ def device_facts(overrides=None):
         "running_version": cur.get("version") if cur else None,
         "running_sha256": cur.get("image_sha256") if cur else None,
         "security_counter": state.security_counter(),
-        "known_bad": (state.get_json("bad") or {}).get("image_sha256"),
+        "known_bad": _known_bad(),
         "micropython": "%d.%d.%d" % sys.implementation.version[:3] if sys.implementation.name == "micropython" else None,
     }
     if overrides:
@@ -78,17 +78,40 @@ def device_facts(overrides=None):
     return facts
 
 
+# A release whose image failed its self-test here this many times (and was rolled back) is not
+# installed again: once may be a transient fault (the network during the first boot's check).
+KNOWN_BAD_AFTER = 2
+
+
+def _known_bad():
+    bad = state.get_json("bad")
+    return bad.get("image_sha256") if bad and bad.get("n", 0) >= KNOWN_BAD_AFTER else None
+
+
 def _running_image_sha(run, buf):
     length = slot.verify_in_place(run, buf)
     return slot.hash_range(run, length, buf).digest(), length
 
 
+def _fits(a):
+    # A compressed artifact needs a 2**wbits-byte window: one larger than this device's
+    # (inflate.WBITS) would not fit next to TLS, so it is not taken.
+    if a.encoding == "raw":
+        return True
+    from .inflate import WBITS
+
+    return a.wbits <= WBITS
+
+
 def choose(m, run, buf, prefer_delta=True):
     """(artifact, base length or None): a delta whose base is the running image, else the
-    smallest full artifact."""
-    full = [a for a in m.artifacts if a.encoding != "delta"]
+    smallest full artifact; only artifacts this device can decompress."""
+    full = [a for a in m.artifacts if a.encoding != "delta" and _fits(a)]
+    if not full:
+        raise OTAError("window_too_large", "release %s has no full artifact this device can decompress: each needs "
+                       "a window over its limit; publish it with wbits <= 12 (the default) or a raw image" % m.version)
     full.sort(key=lambda a: a.size)
-    deltas = [a for a in m.artifacts if a.encoding == "delta"]
+    deltas = [a for a in m.artifacts if a.encoding == "delta" and _fits(a)]
     if prefer_delta and deltas:
         try:
             digest, length = _running_image_sha(run, buf)
@@ -102,6 +125,8 @@ def choose(m, run, buf, prefer_delta=True):
 
 def fetch_verified(fetcher, manifest_url, trust, verify=True):
     """The release manifest at `manifest_url`, fetched (bounded) and verified; OTAError otherwise."""
+    from . import manifest
+
     blob = fetch_bytes(fetcher, manifest_url, manifest.MAX_DOCUMENT + 512)
     return manifest.load(blob, trust) if verify else manifest.load_unverified(blob)
 
@@ -109,14 +134,59 @@ def fetch_verified(fetcher, manifest_url, trust, verify=True):
 def check(fetcher, manifest_url, trust, facts=None, verify=True):
     """Fetch and verify the manifest and decide: returns the Manifest, or raises OTAError with
     the reason it may not be installed (e.g. "up_to_date")."""
+    from . import policy
+
     m = fetch_verified(fetcher, manifest_url, trust, verify)
     policy.check(m, device_facts(facts))
     return m
 
 
+class Release:
+    """What installing needs from a verified Manifest, in plain objects: with it the verification
+    code (manifest parsing, Ed25519, SHA-512, policy) can leave the heap before the download."""
+
+    def __init__(self, m):
+        self.version = m.version
+        self.sha256 = m.sha256
+        self.image_size = m.image_size
+        self.image_sha256 = m.image_sha256
+        self.artifacts = [_Artifact(a) for a in m.artifacts]
+        self._summary = m.summary()
+
+    def summary(self):
+        return dict(self._summary)
+
+
+class _Artifact:
+    def __init__(self, a):
+        self.url, self.size, self.sha256 = a.url, a.size, a.sha256
+        self.encoding, self.wbits, self.base_sha256 = a.encoding, a.wbits, a.base_sha256
+
+
+_VERIFIER = ("manifest", "cjson", "trust", "ed25519", "sha512", "policy")
+
+
+def forget_verifier():
+    """Drop the verification modules from memory (they are loaded again when next needed). On a
+    device that installed the library as .mpy files their bytecode is heap: tens of KB that the
+    download and the image check can use instead. Frozen modules cost nothing either way."""
+    import gc
+    import sys
+
+    pkg = sys.modules.get("ota")
+    for name in _VERIFIER:
+        sys.modules.pop("ota." + name, None)
+        if pkg is not None and name in pkg.__dict__:
+            try:
+                delattr(pkg, name)
+            except (AttributeError, TypeError):
+                setattr(pkg, name, None)
+    gc.collect()
+
+
 def install_release(fetcher, manifest_url, m, progress=None, buf=None):
-    """Download release `m` (a verified, policy-checked Manifest), install it, remember it as
-    pending. Returns the install result (the caller resets to boot it).
+    """Download release `m` (a verified, policy-checked Manifest or its Release), install it,
+    remember it as pending. Returns the install result (the caller resets to boot it).
 
     A raw image download resumes: within this call after a network error, and across a reboot
     through a journal in NVS (release, artifact, ETag; the written length every block). What is
@@ -222,7 +292,10 @@ def update(fetcher, manifest_url, trust, facts=None, reboot=True, progress=None,
         if e.reason == "up_to_date":
             return None
         raise
-    result = install_release(fetcher, manifest_url, m, progress)
+    rel = Release(m)
+    m = trust = None
+    forget_verifier()
+    result = install_release(fetcher, manifest_url, rel, progress)
     if reboot:
         import machine
 

@@ -267,7 +267,7 @@ def test_plain_cpython_uses_host_files(tmp_path, monkeypatch):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(exercise("host"), "<device>", "exec"), {"__name__": "__main__"})
-    _, work, after = split(out.getvalue())
+    _, work, _ = split(out.getvalue())
     assert "stat missing 2\n" in work and "rmdir not empty 39\n" in work
     assert (tmp_path / "ota.json").read_text() == '{"by": "host", "n": 1}'
 

@@ -51,7 +51,7 @@ def test_factory_boots_first_and_updates_go_to_the_ota_slots(device):
     assert out.booted == "ota_1" and out.kind == sim.RESET
     booted, st = status(device)
     assert booted == "ota_0"
-    assert [(s["label"], s["state"]) for s in st["slots"]] == [("ota_0", "valid"), ("ota_1", "aborted")]
+    assert [(s["label"], s["state"]) for s in st["slots"]] == [("factory", "factory"), ("ota_0", "valid"), ("ota_1", "aborted")]
 
 
 def test_factory_is_the_last_resort(device):

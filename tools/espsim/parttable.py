@@ -47,6 +47,16 @@ class Part:
             self.label, self.type, self.subtype, self.offset, self.size)
 
 
+def _label(raw):
+    # ESP-IDF compares labels as bytes, so any bytes are a label: text if they are UTF-8, else
+    # escaped (a corrupt dump must be reported, not crash the reader).
+    raw = bytes(raw).split(b"\x00")[0]
+    try:
+        return raw.decode()
+    except UnicodeError:
+        return "".join(chr(c) if 32 <= c < 127 else "\\x%02x" % c for c in raw)
+
+
 def parse(data, flash_size=None):
     """Partitions in `data` (the 0xC00 bytes at 0x8000). Raises TableError naming the bad entry."""
     parts = []
@@ -58,7 +68,7 @@ def parse(data, flash_size=None):
         magic = raw[:2]
         if magic == MAGIC:
             _, ptype, subtype, offset, size, label, flags = struct.unpack(ENTRY_FMT, raw)
-            label = bytes(label).split(b"\x00")[0].decode()
+            label = _label(label)
             if flash_size is not None and offset + size > flash_size:
                 raise TableError("entry %d (%s) ends at 0x%x, beyond the 0x%x-byte flash" % (
                     i, label, offset + size, flash_size))

@@ -265,12 +265,21 @@ def plan(files, bucket, force=False):
         if r is None:
             f.action, f.why = "upload", "new"
             continue
-        same = r["sha256"] == f.sha256 if r["sha256"] else (r["size"] == f.size and r["etag"] == _md5(f.path))
+        # Is the remote copy this file? Known from our metadata, a size difference, or a plain-MD5
+        # ETag (single-part upload without KMS); unknown otherwise (another tool's multipart upload).
+        if r["size"] != f.size:
+            same, known = False, True
+        elif r["sha256"]:
+            same, known = r["sha256"] == f.sha256, True
+        elif re.match(r"^[0-9a-f]{32}$", r["etag"] or ""):
+            same, known = r["etag"] == _md5(f.path), True
+        else:
+            same, known = False, False
         if not same:
-            if f.kind == IMMUTABLE and not force:
+            if f.kind == IMMUTABLE and known and not force:
                 raise ToolError("s3://%s/%s already holds OTHER bytes under this content-addressed name" % (
                     bucket.name, f.key), "investigate (and invalidate the CDN) before --force overwrites it")
-            f.action, f.why = "upload", "changed"
+            f.action, f.why = "upload", "changed" if known else "remote copy unverifiable: rewritten"
         elif r["cache_control"] != f.cache_control or r["content_type"] != f.content_type:
             f.action, f.why = "upload", "headers differ"
         else:

@@ -425,6 +425,15 @@ class ReleaseHandler(http.server.BaseHTTPRequestHandler):
         return full, 200
 
     def _file(self):
+        # [mirror hook] ota_tool.mirror (`serve --mirror`) makes the file present (fetched from
+        # upstream) before it is served from disk like any other; None: no hook.
+        hook = self.server.file_hook
+        if hook is not None:
+            refusal = hook(urllib.parse.urlsplit(self.path).path)
+            if refusal is not None:
+                self._simple(*refusal)
+                return
+        # [/mirror hook]
         full, status = self._local_path()
         if full is None:
             self._simple(status, "forbidden" if status == 403 else "not found")
@@ -489,6 +498,9 @@ class ReleaseHandler(http.server.BaseHTTPRequestHandler):
 class ReleaseServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # [fleet load] listen backlog: socketserver's default of 5 drops the SYNs of a fleet that
+    # connects at once (1 s and 3 s retransmits in the tail latency: bench/bench_load.py).
+    request_queue_size = 1024
 
     def __init__(self, root, address, ssl_context=None, quiet=False, log_stream=None):
         self.root = os.path.realpath(root)
@@ -497,6 +509,7 @@ class ReleaseServer(http.server.ThreadingHTTPServer):
         self.log_stream = log_stream
         self.etags = ETagCache()
         self.routes = {}  # (method, path) -> func(Request) -> (status, content_type, body bytes)
+        self.file_hook = None  # [mirror hook] func(url path) -> None or (status, text[, headers])
         self._log_lock = threading.Lock()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6

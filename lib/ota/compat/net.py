@@ -155,3 +155,31 @@ def net_close(conn):
             s.close()
         except Exception:
             pass
+
+
+# --- added for ota.push: a long-lived connection written to after it has been read from (MQTT).
+# After net_readinto a MicroPython socket is non-blocking (see above), so a write may take only
+# part of the data or none: wait for room with poll. CPython's socket keeps its timeout: sendall.
+if MICROPYTHON:
+    def net_send(conn, data, timeout_ms):
+        if conn[1] is None:  # never read from: still blocking
+            net_write(conn, data, timeout_ms)
+            return
+        s = conn[0]
+        view = memoryview(data)
+        done = 0
+        waiter = None
+        while done < len(data):
+            n = s.write(view[done:])
+            if n:
+                done += n
+                continue
+            if waiter is None:
+                waiter = _select.poll()
+                waiter.register(s, _select.POLLOUT)
+            if not waiter.poll(timeout_ms):
+                raise OSError(_ETIMEDOUT)
+
+else:
+    def net_send(conn, data, timeout_ms):
+        net_write(conn, data, timeout_ms)

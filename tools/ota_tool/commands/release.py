@@ -22,6 +22,8 @@ def add_arguments(p):
     p.add_argument("--requires-idf", metavar="X.Y.Z")
     p.add_argument("--expires-days", type=float, help="manifest expiry (judged only by devices with a trusted clock)")
     p.add_argument("--commit", help="source revision to record")
+    p.add_argument("--app", metavar="APP.json", help="the signed app document (ota-tool release-app, in the same --out "
+                   "folder) that must come with this firmware: devices stage it first and switch to it at the first boot")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -47,11 +49,16 @@ def run(args):
     if args.requires_idf:
         requires["idf"] = args.requires_idf
     expires = time.time() + args.expires_days * 86400 if args.expires_days else None
+    extra = None
+    if args.app:
+        from .. import app_release
+
+        extra = {"app": app_release.app_reference(args.app, args.out)}
     try:
         info = release.build(read(args.image), args.version, signers, args.out, channel=args.channel,
                              security_version=args.security_version, board=args.board, compress=args.compress,
                              wbits=args.wbits, bases=[read(b) for b in args.bases], requires=requires or None,
-                             expires=expires, commit=args.commit)
+                             expires=expires, commit=args.commit, extra=extra)
     except ToolError:
         raise
     except Exception as e:  # OTAError from the device-side checks of the version string, etc.

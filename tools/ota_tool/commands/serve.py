@@ -14,7 +14,13 @@ with --san.
 Devices may POST status reports to /report (JSON); they are kept in SQLite (default
 RELEASE_DIR/../ota-reports.sqlite, outside the served folder; --reports PATH to choose, --no-reports
 to turn off). GET /status is a small fleet page, /status.json the same as JSON; `ota-tool fleet`
-prints it from the database and `ota-tool rollout` reads it before widening a stage."""
+prints it from the database and `ota-tool rollout` reads it before widening a stage.
+
+With --mirror UPSTREAM_URL, RELEASE_DIR is the cache of a gateway for a local fleet (see
+ota_tool.mirror and docs/distribution.md): files are fetched from upstream over TLS, artifacts kept
+content-addressed, manifests re-validated every --refresh seconds and served from the cache when
+upstream is unreachable; reports are queued on disk and forwarded upstream. Devices still verify
+every signature: the gateway needs no key and cannot change what they accept."""
 
 
 def add_arguments(p):
@@ -30,11 +36,24 @@ def add_arguments(p):
     p.add_argument("--reports", metavar="PATH",
                    help="SQLite file for device status reports (default RELEASE_DIR/../ota-reports.sqlite)")
     p.add_argument("--no-reports", action="store_true", help="no POST /report, /status or /status.json")
+    # [mirror] `serve --mirror`: a caching gateway (ota_tool.mirror)
+    g = p.add_argument_group("gateway (--mirror)")
+    g.add_argument("--mirror", metavar="UPSTREAM_URL",
+                   help="be a caching gateway of this upstream release URL (https://host/path/); RELEASE_DIR is the cache")
+    g.add_argument("--upstream-ca", metavar="FILE",
+                   help="CA (PEM or DER) that signed the upstream's certificate (default: the system CAs)")
+    g.add_argument("--refresh", type=int, default=60, metavar="SECONDS",
+                   help="re-validate manifests with upstream at most this often (default 60)")
+    g.add_argument("--report-url", metavar="URL", help="where device reports are forwarded (default UPSTREAM_URL/report; https, trusted with the upstream's CA)")
+    g.add_argument("--outbox", metavar="PATH",
+                   help="SQLite queue of reports not yet forwarded (default RELEASE_DIR/../ota-mirror-outbox.sqlite)")
 
 
 def run(args):
     if args.port < 0 or args.port > 65535:
         raise ToolError("--port must be 0..65535")
+    if args.mirror:  # [mirror]
+        return _run_mirror(args)
     httpd, url, files = server.make_server(
         args.release_dir, port=args.port, tls_dir=args.tls_dir, bind=args.bind, sans=args.san,
         quiet=args.quiet, tls=not args.no_tls,
@@ -69,4 +88,38 @@ def run(args):
         httpd.server_close()
         if httpd.reports is not None:
             httpd.reports.close()
+    return 0
+
+
+def _run_mirror(args):
+    # [mirror] `serve --mirror UPSTREAM_URL CACHE_DIR`
+    import os
+
+    from .. import mirror
+
+    if args.no_tls:
+        raise ToolError("a gateway serves devices over TLS only", "drop --no-tls")
+    if args.reports or args.no_reports:
+        raise ToolError("--reports/--no-reports do not apply to a gateway", "reports are forwarded upstream (--report-url)")
+    if args.refresh < 0:
+        raise ToolError("--refresh must be >= 0")
+    os.makedirs(args.release_dir, exist_ok=True)
+    ca = mirror.load_ca(args.upstream_ca) if args.upstream_ca else None
+    httpd, url, files = server.make_server(args.release_dir, port=args.port, tls_dir=args.tls_dir, bind=args.bind,
+                                           sans=args.san, quiet=args.quiet, reports=False)
+    m = mirror.attach(httpd, args.mirror, ca, refresh=args.refresh, outbox=args.outbox, report_url=args.report_url)
+    print("gateway for %s: serving %s at %s (Ctrl-C to stop)" % (m.up.base_url, httpd.root, url))
+    print("device reports: POST %sreport -> queued in %s -> %s" % (url, m.outbox.path, m.report_url))
+    if files.created:
+        print("made in %s: %s" % (files.dir, ", ".join(files.created)))
+    print("CA certificate for the local devices: %s (SHA-256 %s)" % (files.ca_der_path, files.fingerprint))
+    sys.stdout.flush()
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        httpd.server_close()
+        m.forwarder.stop()
+        m.outbox.close()
     return 0

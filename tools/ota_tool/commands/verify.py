@@ -1,6 +1,6 @@
 import json
 
-HELP = "verify a release exactly as a device would (same code), and check every artifact"
+HELP = "verify a release (or an app/config bundle) exactly as a device would (same code), and check every artifact"
 
 
 def add_arguments(p):
@@ -15,6 +15,10 @@ def run(args):
     from ..errors import ToolError
 
     pubs = [keys.load_public(k) for k in args.pubkey]
+    from .. import app_release
+
+    if app_release.document_type(app_release.read_document(args.manifest)) in ("app", "config"):
+        return _bundle(args, app_release.verify(args.manifest, pubs, args.threshold))
     try:
         report = release.verify(args.manifest, pubs, args.threshold)
     except OSError as e:
@@ -26,4 +30,16 @@ def run(args):
             report["version"], report["channel"], "/".join(report["chips"]), ", ".join(report["signed_by"])))
         for a in report["artifacts"]:
             print("  %-6s %-32s %9d bytes  %s" % (a["encoding"], a["url"], a["size"], a["checked"]))
+    return 0
+
+
+def _bundle(args, report):
+    if args.json:
+        print(json.dumps(dict(report, ok=True)))
+    else:
+        print("OK: %s %s for /%s%s, signed by %s" % (
+            report["type"], report["version"], report["root"],
+            ", firmware " + report["requires_firmware"] if report["requires_firmware"] else "", ", ".join(report["signed_by"])))
+        for f in report["files"]:
+            print("  %-40s %8d bytes  %s%s" % (f["path"], f["size"], f["artifact"], "  (+ zlib %d)" % f["zsize"] if "zsize" in f else ""))
     return 0
