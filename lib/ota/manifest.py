@@ -264,12 +264,23 @@ def load_keys(blob, trust):
     keys = _list(d, "keys", w, 8)
     if not keys:
         raise OTAError("bad_manifest", "key list: 'keys' must list 1..8 keys")
-    for k in keys:
+    names = []
+    for i, k in enumerate(keys):
         if not isinstance(k, dict):
             raise OTAError("bad_manifest", "key list: each key is an object")
         _str(k, "key", w, 64)
+        # Every key gets a unique name (the device's settings store keys by name): a collision
+        # would drop a key there, and the threshold could then never be met again.
+        name = _str(k, "name", w, 32, required=False) or "key%d" % i
+        if name in names:
+            raise OTAError("bad_manifest", "key list: two keys are named %r" % name)
+        names.append(name)
+        k["name"] = name
     _int(d, "threshold", w, 1, len(keys), required=False)
     revoked = _list(d, "revoked", w, 16, required=False)
     if not all(isinstance(r, str) and len(r) == 16 for r in revoked):
         raise OTAError("bad_manifest", "key list: 'revoked' must list key ids")
+    for opt in ("threshold", "revoked"):
+        if opt in d and d[opt] is None:
+            del d[opt]  # null is absent, as for every optional member
     return d

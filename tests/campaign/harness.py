@@ -52,6 +52,9 @@ def keys(blob):
     from ota import manifest as mf
 
     doc = mf.load_keys(blob, _trust)
+    names = [k["name"] for k in doc["keys"]]
+    if len(set(names)) != len(names) or not all(isinstance(n, str) for n in names):
+        raise ValueError("key names are not unique strings: the device would lose a key")  # (see Agent._rotate_keys)
     t = _trust.updated(doc)
     return "A %d %d %d" % (doc["version"], len(t.keys), t.threshold)
 

@@ -185,12 +185,16 @@ def key_docs(draw):
     n = draw(st.integers(0, 9))
     d = {"type": "keys", "version": draw(st.sampled_from([2, 1, 0, -1, 1 << 40])),
          "keys": [{"key": draw(st.sampled_from([PUB_B64, _b64key(bytes(32)), _b64key(bytes(range(32))), "00" * 32,
-                                                "not a key", _b64key(bytes(31))])),
-                   "name": "k%d" % i} for i in range(n)]}
+                                                "not a key", _b64key(bytes(31))]))} for i in range(n)]}
+    for i, k in enumerate(d["keys"]):
+        name = draw(st.sampled_from(["k%d" % i, "k%d" % i, "x", "key0", "key1", None, 5, [1], "", "n" * 40]))
+        if name is not None:
+            k["name"] = name
     if draw(st.booleans()):
-        d["threshold"] = draw(st.sampled_from([1, 2, 0, n, n + 1]))
+        d["threshold"] = draw(st.sampled_from([1, 2, 0, n, n + 1, None]))
     if draw(st.booleans()):
-        d["revoked"] = draw(st.lists(st.sampled_from(["0123456789abcdef", "x", "0" * 17]), max_size=3))
+        d["revoked"] = draw(st.one_of(st.none(), st.lists(st.sampled_from(["0123456789abcdef", "x", "0" * 17]),
+                                                          max_size=3)))
     return draw(mutated_doc(d))
 
 

@@ -1,4 +1,6 @@
 """Regression tests for what the campaign found (each names the figure that showed it)."""
+import os
+
 import pytest
 
 from tests.campaign import world as W
@@ -100,6 +102,65 @@ def _trust():
     from tests.ota import manifest_cases as mc
 
     return Trust.from_list([mc.keys.public_text(mc.KEY)])
+
+
+# --- 4. Hostile input, "key list (signed)", full campaign: TypeError in trust.py. A key list with
+# "revoked": null (or "threshold": null) passed the schema (null is "absent" for optional members)
+# and then crashed Trust.updated and Agent._rotate_keys: a TypeError out of check_now. Looking
+# there: the agent stores the new keys by name, so two keys with the same name (explicit, or an
+# explicit "key0" against a nameless first key) lost one of them while the threshold stayed, and
+# the board could verify nothing any more, for good. load_keys now gives every key a unique name
+# (or refuses the list) and drops null optional members.
+
+
+def _key_list(doc):
+    from tests.campaign.hostile import canonical, signed
+
+    return signed(canonical(doc))
+
+
+@pytest.mark.parametrize("extra,expected", [
+    ({"revoked": None}, "A 2 1 1"),
+    ({"threshold": None}, "A 2 1 1"),
+    ({"keys": [{"key": "PUB", "name": "x"}, {"key": "ZERO", "name": "x"}]}, "E:bad_manifest"),
+    ({"keys": [{"key": "PUB"}, {"key": "ZERO", "name": "key0"}]}, "E:bad_manifest"),
+    ({"keys": [{"key": "PUB", "name": [1]}]}, "E:bad_manifest"),
+    ({"keys": [{"key": "PUB"}, {"key": "ZERO", "name": "backup"}], "threshold": 2}, "A 2 2 2"),
+])
+def test_key_list_nulls_and_names(extra, expected):
+    import base64
+
+    from tests.campaign import harness
+    from tests.campaign.hostile import PUB_B64
+
+    subst = {"PUB": PUB_B64, "ZERO": base64.b64encode(bytes(range(1, 33))).decode()}
+    d = {"type": "keys", "version": 2, "keys": [{"key": "PUB"}]}
+    d.update(extra)
+    for k in d["keys"]:
+        k["key"] = subst[k["key"]]
+    assert harness.judge("keys", (_key_list(d),)) == expected
+
+
+def test_key_list_with_colliding_names_leaves_the_board_working(tmp_path):
+    import json
+
+    from ota_tool import devfs, keys
+
+    w = W.World(str(tmp_path))
+    try:
+        repo = w.repo("r")
+        other = keys.generate(str(tmp_path / "other.pem"), force=True)
+        doc = {"type": "keys", "version": 2, "threshold": 2,
+               "keys": [{"key": keys.public_text(w.key), "name": "x"}, {"key": keys.public_text(other), "name": "x"}]}
+        with open(os.path.join(repo.path, "keys.json"), "wb") as f:
+            f.write(keys.sign(doc, [w.key]))
+        repo.publish(W.V2, "2.0.0")
+        dev = W.provision(w, str(tmp_path / "d.bin"), repo.url, repo.ca_der)
+        assert dev.run(lambda: W.CampaignAgent().check_now(reboot=False)).value == "installed"
+        cfg = json.loads(devfs.get(dev.path, "ota.json"))
+        assert list(cfg["keys"]) == ["release"] and cfg.get("keys_version", 0) == 0
+    finally:
+        w.close()
 
 
 # --- 2. Hostile input, "zlib / gzip stream" under MicroPython: a MemoryError in a 64 KiB heap.
