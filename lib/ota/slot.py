@@ -95,6 +95,29 @@ def chip_id(part, buf):
     return buf[12] | (buf[13] << 8)
 
 
+DESCRIPTOR_END = const(0xB0)  # image header + the esp_app_desc_t fields read below
+
+
+def descriptor(part, buf):
+    """The app descriptor (esp_app_desc_t, at 0x20 with magic 0xABCD5432) of the image in `part`:
+    {"version", "project", "idf_ver", "secure_version"}, or None. `buf`: at least DESCRIPTOR_END bytes."""
+    import struct
+
+    mv = memoryview(buf)[:DESCRIPTOR_END]
+    part.readblocks(0, mv)
+    if buf[0] != 0xE9 or struct.unpack_from("<I", buf, 0x20)[0] != 0xABCD5432:
+        return None
+
+    def text(at, n):
+        try:
+            return bytes(buf[0x20 + at:0x20 + at + n]).split(b"\x00")[0].decode()
+        except UnicodeError:
+            return None  # written by something else than ESP-IDF's build: no version
+
+    return {"version": text(0x10, 32), "project": text(0x30, 32), "idf_ver": text(0x70, 32),
+            "secure_version": struct.unpack_from("<I", buf, 0x24)[0]}
+
+
 def write_block(part, index, buf, n):
     """Erase and program one block; the tail of a last, partial block is left erased (0xFF)."""
     if n < BLOCK:

@@ -6,6 +6,10 @@
 #   prev    blob  summary of the release before it (what a rollback returns to)
 #   pend    blob  summary of a release installed but not confirmed yet, with its slot
 #   bad     blob  image SHA-256, version and failure count of the last release whose self-test failed
+#   seen    blob  version and `created` of the newest manifest seen for the highest version (replays)
+#   jrnl    blob  the download in progress: release, artifact, ETag, bytes written (resume)
+#   probe   blob  boots of an unconfirmed image so far (the agent's boot retry limit)
+#   rep     blob  a report to send once the network is up (e.g. a rollback, sent by the old image)
 import json
 
 import esp32

@@ -57,17 +57,19 @@ def device_facts(overrides=None):
     from .manifest import CHIP_IDS
 
     run = slot.running()
-    buf = bytearray(16)
+    buf = bytearray(slot.DESCRIPTOR_END)
     cid = slot.chip_id(run, buf)
     chip = None
     for name in CHIP_IDS:
         if CHIP_IDS[name] == cid:
             chip = name
     cur = state.get_json("cur")
+    desc = slot.descriptor(run, buf) or {}
     facts = {
         "chip": chip,
         "slot_size": slot.size(slot.next_update(run)),
-        "running_version": cur.get("version") if cur else None,
+        "running_version": cur.get("version") if cur else _release_version(desc.get("version")),
+        "idf": _idf_version(desc.get("idf_ver")),
         "running_sha256": cur.get("image_sha256") if cur else None,
         "security_counter": state.security_counter(),
         "known_bad": _known_bad(),
@@ -76,6 +78,30 @@ def device_facts(overrides=None):
     if overrides:
         facts.update(overrides)
     return facts
+
+
+def _release_version(v):
+    # A board that never installed a signed release (flashed by cable) still must not take an
+    # older one: its image's app descriptor says which version it is, when the firmware build
+    # wrote ours there (firmware/ does). MicroPython's own builds leave it empty or write a git tag
+    # ("v1.24.1"), which is no release version of ours: ignored rather than compared.
+    from .manifest import parse_version
+
+    if not v:
+        return None
+    try:
+        parse_version(v)
+    except OTAError:
+        return None
+    return v
+
+
+def _idf_version(v):
+    # The ESP-IDF the running image was built with, for "requires.idf": "v5.2.2-dirty" -> "5.2.2".
+    if not v or not v.startswith("v"):
+        return None
+    v = v[1:].split("-")[0]
+    return v if v.replace(".", "").isdigit() and 1 <= v.count(".") <= 2 else None
 
 
 # A release whose image failed its self-test here this many times (and was rolled back) is not
@@ -137,8 +163,34 @@ def check(fetcher, manifest_url, trust, facts=None, verify=True):
     from . import policy
 
     m = fetch_verified(fetcher, manifest_url, trust, verify)
-    policy.check(m, device_facts(facts))
+    f = device_facts(facts)
+    if verify:
+        f["seen"] = state.get_json("seen")
+    try:
+        policy.check(m, f)
+    except OTAError as e:
+        if verify and e.reason not in policy.NOT_FOR_THIS_DEVICE:
+            _remember_seen(m, f["seen"])  # e.g. a halt: a replay of the stage before it is refused
+        raise
+    if verify:
+        _remember_seen(m, f["seen"])
     return m
+
+
+def _remember_seen(m, seen):
+    # The newest manifest (by its signed `created`) of the highest version seen, for the policy's
+    # "replayed" rule; NVS is written only when it changes. Only manifests meant for this device
+    # count: another board's manifest of the same version must not make ours look old.
+    from .manifest import parse_version
+
+    if seen is not None:
+        try:
+            have = parse_version(seen.get("version"))
+        except (OTAError, TypeError, AttributeError):
+            have = None
+        if have is not None and (have > m.version_key or (have == m.version_key and m.created <= seen.get("created", 0))):
+            return
+    state.set_json("seen", {"version": m.version, "created": m.created})
 
 
 class Release:

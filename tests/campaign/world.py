@@ -21,7 +21,7 @@ IMAGES = {"1.0.0": V1, "2.0.0": V2, "3.0.0": V3_BAD}
 # check that ends in one of these reached the server.
 POLICY_REASONS = ("up_to_date", "downgrade", "security_version", "halted", "not_in_rollout", "expired",
                   "wrong_board", "wrong_channel", "wrong_chip", "too_large", "requires_micropython",
-                  "requires_idf", "known_bad")
+                  "requires_idf", "known_bad", "replayed")
 
 
 def sha_hex(data):

@@ -292,16 +292,16 @@ def compile_for_mp(dest):
     """Compile the runner into dest/ota_mp_runner.mpy; return dest. (The library itself is put on
     MICROPYPATH precompiled by ota_tool.micropython.)"""
     import os
+    import shutil
 
     from ota_tool import micropython
 
+    os.makedirs(dest, exist_ok=True)
     runner = os.path.join(dest, "ota_mp_runner.py")
     with open(runner, "w") as f:
         f.write(MP_RUNNER)
     compiled = micropython.compiled_tree(dest, ["ota_mp_runner"])
     os.remove(runner)
-    import shutil
-
     shutil.copy(os.path.join(compiled, "ota_mp_runner.mpy"), dest)
     return dest
 

@@ -108,3 +108,75 @@ def test_status_of_a_new_device(tmp_path):
     assert st["running"] == "ota_0" and st["boot"] == "ota_0" and st["next_update"] == "ota_1"
     assert not st["pending_verify"]
     assert st["slots"][0]["image"]["version"] == "1.0.0" and st["slots"][1]["image"] is None
+
+
+def _install_pending(image):
+    """install_image, then remember the release as pending, as update.install_release does."""
+    def app():
+        import hashlib
+        import io
+
+        from ota import state
+
+        ota.install_image(io.BytesIO(image), len(image), hashlib.sha256(image).digest(), reboot=False)
+        state.set_json("pend", {"version": "2.0.0", "image_sha256": hashlib.sha256(image).hexdigest(), "slot": "ota_1"})
+        import machine
+
+        machine.reset()
+
+    return app
+
+
+def _remembered(key):
+    from ota import state
+
+    return lambda: state.get_json(key)
+
+
+@pytest.mark.parametrize("first_boot", ["crash", "self_test_fails", "network_excused"])
+def test_each_failed_first_boot_counts_once(tmp_path, first_boot):
+    # A release the bootloader rolled back (it reset before confirming itself) counts against it
+    # in reconcile; one our rollback() judged is not counted again there (or counted not at all
+    # when the cause may be the network).
+    import hashlib
+
+    import machine
+
+    from ota import bootstate
+
+    dev = new_device(tmp_path, V1)
+    for attempt in (1, 2):
+        assert dev.run(_install_pending(V2)).kind == sim.RESET
+        if first_boot == "crash":
+            out = dev.run(machine.reset)  # no confirm: the bootloader rolls back at the next boot
+        else:
+            out = dev.run(lambda: bootstate.rollback("failed", remember=first_boot == "self_test_fails"))
+        assert out.booted == "ota_1" and out.kind == sim.RESET
+        assert dev.run(lambda: ota.confirm(lambda: True)).booted == "ota_0"  # reconcile runs here
+        bad = dev.run(_remembered("bad")).value
+        if first_boot == "network_excused":
+            assert bad is None
+        else:
+            assert bad == {"image_sha256": hashlib.sha256(V2).hexdigest(), "version": "2.0.0", "n": attempt}
+        assert dev.run(_remembered("pend")).value is None
+
+
+def test_pending_release_that_never_booted_is_not_counted(tmp_path):
+    # set_boot back to the running slot before the reset (a user's choice): the new slot stays NEW
+    from ota import bootstate, slot
+
+    dev = new_device(tmp_path, V1)
+
+    def app():
+        import hashlib
+        import io
+
+        from ota import state
+
+        ota.install_image(io.BytesIO(V2), len(V2), hashlib.sha256(V2).digest(), reboot=False)
+        state.set_json("pend", {"version": "2.0.0", "image_sha256": "00" * 32, "slot": "ota_1"})
+        slot.running().set_boot()
+        bootstate.reconcile()
+        return state.get_json("pend"), state.get_json("bad")
+
+    assert dev.run(app).value == (None, None)

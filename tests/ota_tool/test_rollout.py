@@ -93,9 +93,10 @@ def test_first_stage_then_widen_resigns_only_the_stage(repo):
     m = load(path)  # verifies with the device's code
     assert m.rollout_percent == 1 and len(m.rollout_salt) == 16 and not m.halted
     assert m.version == VERSION and m.key_ids == [keys.key_id(KEY)]
-    # nothing else changed: same members, same values (created is not bumped)
-    rest = {k: v for k, v in m.doc.items() if k != "rollout"}
-    assert rest == before.doc and m.doc["created"] == 1700000000
+    # nothing else changed but `created`, bumped so that devices refuse the old stage (a replay)
+    rest = {k: v for k, v in m.doc.items() if k not in ("rollout", "created")}
+    assert rest == {k: v for k, v in before.doc.items() if k != "created"}
+    assert m.doc["created"] > before.doc["created"] == 1700000000 and res["created"] == m.doc["created"]
     salt = m.rollout_salt
     add_outcomes(rpath, confirmed=10)
     res = rollout.change(path, [KEY], percent=5, reports_path=rpath)

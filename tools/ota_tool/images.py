@@ -71,7 +71,7 @@ def code_like(n, seed, base=None, changes=0):
 
 
 def app_image(version="1.0.0", size=256 * 1024, chip="esp32", seed=1, project="micropython",
-              secure_version=0, flags=None, min_rev_full=0, base=None, changes=0, chip_id=None):
+              secure_version=0, flags=None, min_rev_full=0, base=None, changes=0, chip_id=None, idf_ver="v5.2.2"):
     """A real ESP32 app image (micropython.bin-like) of roughly `size` bytes."""
     lay = _LAYOUT[chip]
     img = _image_class(chip)()
@@ -84,7 +84,7 @@ def app_image(version="1.0.0", size=256 * 1024, chip="esp32", seed=1, project="m
     tag = FIRMWARE_TAG + json.dumps(flags or {}, sort_keys=True).encode() if flags else b""
     body = code_like(max(size - 0x3000, 0x1000), seed, base, changes)
     rodata_len = len(body) // 4
-    drom = app_desc(version, project, secure_version) + tag + body[:rodata_len]
+    drom = app_desc(version, project, secure_version, idf_ver=idf_ver) + tag + body[:rodata_len]
     rest = body[rodata_len:]
     dram = rest[:0x800]
     iram = rest[0x800:0x4800]

@@ -48,7 +48,7 @@ _INT_MAX = (1 << 63) - 1  # SQLite INTEGER
 # lib/ota/policy.py).
 POLICY_REASONS = ("halted", "wrong_chip", "wrong_board", "wrong_channel", "security_version", "too_large",
                   "expired", "up_to_date", "downgrade", "requires_micropython", "requires_idf",
-                  "not_in_rollout", "known_bad")
+                  "not_in_rollout", "known_bad", "replayed")
 # Events that mean "this device tried to install the target release".
 ATTEMPT_EVENTS = ("downloading", "installed", "confirmed", "rolled_back", "failed")
 OUTCOMES = {"downloading": "downloading", "installed": "pending", "confirmed": "confirmed",

@@ -17,6 +17,7 @@ plain static hosting. Host side, this module:
 """
 import os
 import secrets
+import time
 
 from ota import manifest as device_manifest
 from ota.errors import OTAError
@@ -163,6 +164,10 @@ def change(manifest_path, signers, percent=None, salt=None, halt=None, reports_p
     result["selected_devices"] = chosen
     if not changed:
         return result
+    # A device refuses a manifest of this version older than one it has seen ("replayed"): the
+    # new stage must be newer, or a mirror could replay the wider stage after a halt.
+    new["created"] = max(int(time.time()), doc.get("created", 0) + 1)
+    result["created"] = new["created"]
     out = keys.sign(new, signers)
     check = load_verified(out, signers)  # exactly what a device will do with it
     if (check.rollout_percent, check.halted) != (after_pct, after_halted):
