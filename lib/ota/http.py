@@ -168,6 +168,16 @@ class HttpBody:
         self._allowed = None  # bytes the caller still accepts (max_length), None: no limit
         self._crlf = False  # a CRLF is due after the current chunk's data
 
+    def _start(self, url, allowed):
+        # The head is accepted: the body may deliver at most `allowed` bytes (None: no limit), and
+        # a Content-Length above that is refused before a byte of it is read.
+        if allowed is not None and self.length is not None and self.length > allowed:
+            raise OTAError("too_long", "%s sends %d bytes, more than the %d allowed" % (url, self.length, allowed))
+        self._allowed = allowed
+        self._left = 0 if self.chunked else self.length
+        if not self.chunked and not self._left:
+            self._state = _DONE
+
     # --- reading from the connection
 
     def _recv(self, buf, nbytes, since):
@@ -568,16 +578,9 @@ class HttpFetcher:
                                                "cannot be checked" % url)
             body.offset = 0
             body.total = body.length
-        if max_length is not None:
-            if body.total is not None and body.total > max_length:
-                raise OTAError("too_long", "%s is %d bytes, more than the %d allowed" % (url, body.total, max_length))
-            body._allowed = max_length - body.offset
-            if body.length is not None and body.length > body._allowed:
-                raise OTAError("too_long", "%s sends %d bytes, more than the %d allowed"
-                               % (url, body.length, body._allowed))
-        body._left = 0 if body.chunked else body.length
-        if not body.chunked and not body._left:
-            body._state = _DONE
+        if max_length is not None and body.total is not None and body.total > max_length:
+            raise OTAError("too_long", "%s is %d bytes, more than the %d allowed" % (url, body.total, max_length))
+        body._start(url, None if max_length is None else max_length - body.offset)
         self._known_url = url
         self._known_total = body.total
 
@@ -591,12 +594,7 @@ class HttpFetcher:
                 raise _http_error(url, body)
             if body.length is None and not body.chunked:
                 raise OTAError("bad_response", "%s: neither Content-Length nor chunked" % url)
-            if body.length is not None and body.length > max_response:
-                raise OTAError("too_long", "%s: a %d-byte answer, more than %d" % (url, body.length, max_response))
-            body._allowed = max_response
-            body._left = 0 if body.chunked else body.length
-            if not body.chunked and not body._left:
-                body._state = _DONE
+            body._start(url, max_response)
             buf = bytearray(max_response + 1)
             mv = memoryview(buf)
             got = 0

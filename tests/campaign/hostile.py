@@ -807,7 +807,7 @@ def _mp_run(path, heap):
     p = micropython.run(code=code, heap=heap, extra_path=(mpy,), timeout=3600)
     lines = p.stdout.splitlines()
     if not lines or not lines[-1].startswith("HEAP"):
-        if "MemoryError" in p.stderr:
+        if "MemoryError" in p.stderr or "MemoryError" in p.stdout[-300:]:  # the unix port prints tracebacks to stdout
             return None, 0, 1  # out of memory outside a sample (importing the library)
         raise RuntimeError("MicroPython sample run failed (heap %s):\n%s\n%s" % (heap, p.stdout[-2000:], p.stderr[-2000:]))
     outs = [ln.split(" ", 1)[1] for ln in lines[:-1] if not ln.endswith(" MEMORY")]

@@ -123,6 +123,12 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
     desc = images.describe(image)
     if desc and desc.get("idf_ver"):
         doc["build"]["idf"] = desc["idf_ver"]
+    warnings = []
+    if desc and desc.get("version") and desc["version"] != version and _is_release_version(desc["version"]):
+        # a board flashed with this image by cable takes its descriptor version for the installed
+        # release (ota.update): a different one makes it refuse or reinstall the wrong releases
+        warnings.append("the image's app descriptor says version %s, the release is %s: build the firmware "
+                        "with OTA_FIRMWARE_VERSION=%s (firmware/README.md)" % (desc["version"], version, version))
     if requires:
         doc["requires"] = dict(requires)
     if expires:
@@ -133,7 +139,15 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
     name = manifest_name or "%s.json" % channel
     _write_atomic(os.path.join(out_dir, name), blob)
     return {"manifest": os.path.join(out_dir, name), "version": version, "chip": chip, "image_sha256": image_sha,
-            "artifacts": arts, "skipped_deltas": skipped, "manifest_bytes": len(blob)}
+            "artifacts": arts, "skipped_deltas": skipped, "manifest_bytes": len(blob), "warnings": warnings}
+
+
+def _is_release_version(text):
+    try:
+        device_manifest.parse_version(text)
+        return True
+    except OTAError:
+        return False  # e.g. MicroPython's own "v1.24.1": the device ignores it too
 
 
 def verify(manifest_path, public_keys, threshold=1, images_dir=None):

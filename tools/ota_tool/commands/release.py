@@ -1,5 +1,6 @@
 import json
 import os
+import sys
 
 HELP = "make a signed release of an app image (micropython.bin) in a repository folder"
 DESCRIPTION = (HELP + ". Validates the image (refuses a merged firmware.bin), writes content-addressed "
@@ -63,6 +64,8 @@ def run(args):
         raise
     except Exception as e:  # OTAError from the device-side checks of the version string, etc.
         raise ToolError(str(e))
+    for w in info["warnings"]:
+        print("warning: " + w, file=sys.stderr)
     if args.json:
         print(json.dumps(dict(info, ok=True)))
     else:
