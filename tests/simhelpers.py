@@ -44,3 +44,19 @@ def running_version(dev):
     st = out.value
     me = [s for s in st["slots"] if s["running"]][0]
     return me["image"]["version"], me["state"], out
+
+
+# The agent's hooks on a simulated board: the Wi-Fi (simulated) and the firmware's health flag.
+def connect():
+    import network
+
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    wlan.connect("lab", "secret")
+    return wlan.isconnected()
+
+
+def healthy():
+    import simhw
+
+    return simhw.healthy()

@@ -10,6 +10,7 @@ import shutil
 from ota_tool import sim  # noqa: I001 (first: puts the fake esp32/machine/network modules on the path)
 from ota import agent as ota_agent
 from ota_tool import devfs, images, keys, release, server
+from tests.simhelpers import connect, healthy
 
 SIZE = 24 * 1024  # app_image's size argument: the images come out ~64 KiB, 17 flash blocks
 V1 = images.app_image("1.0.0", size=SIZE, seed=1)
@@ -26,21 +27,6 @@ POLICY_REASONS = ("up_to_date", "downgrade", "security_version", "halted", "not_
 
 def sha_hex(data):
     return hashlib.sha256(data).hexdigest()
-
-
-def connect():
-    import network
-
-    wlan = network.WLAN(network.STA_IF)
-    wlan.active(True)
-    wlan.connect("lab", "secret")
-    return wlan.isconnected()
-
-
-def healthy():
-    import simhw
-
-    return simhw.healthy()
 
 
 class CampaignAgent(ota_agent.Agent):

@@ -10,7 +10,7 @@ import ota
 from ota import agent as ota_agent
 from ota import audit, config, schedule
 from ota_tool import devfs, images, keys, release, reports, server, sim
-from tests.simhelpers import SMALL
+from tests.simhelpers import SMALL, connect, healthy
 
 V1 = images.app_image("1.0.0", size=SMALL, seed=1)
 V2 = images.app_image("2.0.0", size=SMALL, seed=2)
@@ -47,21 +47,6 @@ def new_board(w, name="dev", image=V1, **cfg):
     devfs.put(dev.path, "ota.json", json.dumps(settings).encode())
     devfs.put(dev.path, "ota_ca.der", w["srv"].ca_der)
     return dev
-
-
-def connect():
-    import network
-
-    wlan = network.WLAN(network.STA_IF)
-    wlan.active(True)
-    wlan.connect("lab", "secret")
-    return wlan.isconnected()
-
-
-def healthy():
-    import simhw
-
-    return simhw.healthy()
 
 
 def main_py(check=True, **kw):
