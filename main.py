@@ -4,9 +4,14 @@
 #   app.connect()    bring the network up, truthy when connected (default: Wi-Fi from wifi.json)
 #   app.self_test()  truthy when the firmware and app work (sensors answer...)
 #   app.main(agent)  your main loop; call agent.check_now() when it suits, or agent.run()
+import gc
 import sys
 
-import ota.agent
+# This file was compiled from source a moment ago: its garbage goes before the agent's modules load
+# between it (a fragmented heap fails the TLS context's one 3 KB block long before it is full).
+gc.collect()
+
+import ota.agent  # noqa: E402
 
 APP_ROOT = "app"  # the tree app bundles install into (their "root")
 _app = []

@@ -23,12 +23,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from ota_tool import images, keys, paths, release, server, sim  # noqa: E402
 
 
+# Each case is an app compiled from source, as main.py is: like main.py it collects the
+# compiler's garbage before the library loads (else the heap fragments around it).
+APP_PRELUDE = "import gc\ngc.collect()\n"
+
+
 def run_once(workdir, base, code, heap):
     dev = sim.Device(os.path.join(workdir, "dev.bin"))
     with open(base, "rb") as f, open(dev.path, "wb") as g:
         g.write(f.read())
     t0 = time.time()
-    out = dev.run_micropython(code, heap="%dk" % heap)
+    out = dev.run_micropython(APP_PRELUDE + code, heap="%dk" % heap)
     return out.kind in (sim.RESET, sim.RETURNED) and "DONE" in out.stdout, time.time() - t0
 
 
