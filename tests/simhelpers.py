@@ -60,3 +60,13 @@ def healthy():
     import simhw
 
     return simhw.healthy()
+
+
+def remembered(key):
+    """A device app returning what the device keeps in NVS under `key` (ota.state), or None."""
+    def app():
+        from ota import state
+
+        return state.get_json(key)
+
+    return app

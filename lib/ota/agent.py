@@ -19,6 +19,14 @@ _TRANSIENT = ("source_error", "truncated", "timeout", "stalled", "connect", "net
               "bad_response", "http_500", "http_502", "http_503", "http_504", "http_429", "not_found",
               "http_404", "flash_error", "out_of_memory", "internal_error")
 
+# A new image's server check (part of its self-test) is tried this many times, 1 s then 2 s apart,
+# when it fails for the network's reasons: one dropped connection must not roll back a good release.
+SERVER_CHECK_TRIES = 3
+
+
+def _transient(reason):
+    return reason in _TRANSIENT or reason.startswith("http_5")
+
 
 def _device_id():
     import binascii
@@ -292,7 +300,7 @@ class Agent:
             self.failures = 0
             self.log("up_to_date")
             return "up_to_date"
-        transient = e.reason in _TRANSIENT or e.reason.startswith("http_5")
+        transient = _transient(e.reason)
         if transient:
             self.failures += 1
             self.retry_after = e.retry_after
@@ -312,9 +320,16 @@ class Agent:
                 return False, "self-test failed"
             if self.connect is not None and not self.connect():
                 return False, "network does not come up"
-            if self.cfg["source"]:
-                update.fetch_verified(self._fetcher(self.cfg), self.cfg["source"],
-                                      self._trust(self.cfg) if self.cfg["verify"] else None)
+            tries = SERVER_CHECK_TRIES if self.cfg["source"] else 0
+            for i in range(tries):
+                try:
+                    update.fetch_verified(self._fetcher(self.cfg), self.cfg["source"],
+                                          self._trust(self.cfg) if self.cfg["verify"] else None)
+                    break
+                except OTAError as e:
+                    if i + 1 == tries or not _transient(e.reason):
+                        raise
+                    sleep_ms(1000 << i)
         except OTAError as e:
             return False, "update server check failed: %s" % e
         except Exception as e:

@@ -9,7 +9,7 @@ from tests.campaign.powercut import settle
 from tests.campaign.world import images, release, sim
 
 
-def _check(dev, folder, name, key, facts=None):
+def _check(dev, folder, name, key):
     """update.check of the manifest `name` in `folder` on the board: the Manifest or the reason."""
     def app():
         from ota import update
@@ -19,7 +19,7 @@ def _check(dev, folder, name, key, facts=None):
 
         try:
             m = update.check(FileFetcher(folder), name, Trust.from_list([W.keys.public_text(key)]),
-                             dict({"channel": "stable"}, **(facts or {})))
+                             {"channel": "stable"})
             return "accepted " + m.version
         except OTAError as e:
             return e.reason

@@ -10,7 +10,7 @@ import ota
 from ota import agent as ota_agent
 from ota import audit, config, schedule
 from ota_tool import devfs, images, keys, release, reports, server, sim
-from tests.simhelpers import SMALL, connect, healthy
+from tests.simhelpers import SMALL, connect, healthy, remembered
 
 V1 = images.app_image("1.0.0", size=SMALL, seed=1)
 V2 = images.app_image("2.0.0", size=SMALL, seed=2)
@@ -100,6 +100,47 @@ def test_broken_release_rolls_back_and_is_reported(world, bad):
     assert ("rolled_back", "3.0.0") in [(e, v) for e, v, _ in versions_reported(world, "dev")]
     assert running(dev) == ("2.0.0", "ota_1")
     assert any(r["event"] == "rolled_back" for r in dev.run(lambda: audit.read("ota.log")).value)
+
+
+def _flaky_server_check(failures):
+    """main.py, with the first `failures` fetches of the manifest failing as a dropped connection."""
+    def app():
+        from ota import update
+        from ota.errors import OTAError
+
+        real = update.fetch_verified
+        left = [failures]
+
+        def flaky(*args, **kw):
+            if left[0]:
+                left[0] -= 1
+                raise OTAError("connect", "cannot connect: connection reset")
+            return real(*args, **kw)
+
+        update.fetch_verified = flaky
+        try:
+            return main_py(check=False)()
+        finally:
+            update.fetch_verified = real
+
+    return app
+
+
+@pytest.mark.parametrize("failures,expected", [(2, "ota_1"), (3, "ota_0")])
+def test_first_boot_server_check_outlives_a_network_fault(world, failures, expected):
+    # SERVER_CHECK_TRIES (3): two faults in a row are retried past; a server down for all three
+    # tries rolls the release back (and, being the network's fault, does not count as known_bad)
+    assert ota_agent.SERVER_CHECK_TRIES == 3
+    dev = new_board(world)
+    publish(world, V2, "2.0.0")
+    assert dev.run(main_py()).kind == sim.RESET  # installed
+    out = dev.run(_flaky_server_check(failures))
+    if expected == "ota_1":
+        assert out.kind == sim.RETURNED and out.value[0] == "confirmed"
+    else:
+        assert out.kind == sim.RESET and out.booted == "ota_1"  # rolled back from the new image
+    assert running(dev)[1] == expected
+    assert dev.run(remembered("bad")).value is None
 
 
 def interrupted_self_test():

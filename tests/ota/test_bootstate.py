@@ -4,7 +4,7 @@ import pytest
 import ota
 from ota_tool import sim
 from tests.espsim.test_parttable import FACTORY_CSV
-from tests.simhelpers import installer, new_device, running_version, small_app
+from tests.simhelpers import installer, new_device, remembered, running_version, small_app
 
 V1 = small_app("1.0.0", 1)
 V2 = small_app("2.0.0", 2)
@@ -127,12 +127,6 @@ def _install_pending(image):
     return app
 
 
-def _remembered(key):
-    from ota import state
-
-    return lambda: state.get_json(key)
-
-
 @pytest.mark.parametrize("first_boot", ["crash", "self_test_fails", "network_excused"])
 def test_each_failed_first_boot_counts_once(tmp_path, first_boot):
     # A release the bootloader rolled back (it reset before confirming itself) counts against it
@@ -153,12 +147,12 @@ def test_each_failed_first_boot_counts_once(tmp_path, first_boot):
             out = dev.run(lambda: bootstate.rollback("failed", remember=first_boot == "self_test_fails"))
         assert out.booted == "ota_1" and out.kind == sim.RESET
         assert dev.run(lambda: ota.confirm(lambda: True)).booted == "ota_0"  # reconcile runs here
-        bad = dev.run(_remembered("bad")).value
+        bad = dev.run(remembered("bad")).value
         if first_boot == "network_excused":
             assert bad is None
         else:
             assert bad == {"image_sha256": hashlib.sha256(V2).hexdigest(), "version": "2.0.0", "n": attempt}
-        assert dev.run(_remembered("pend")).value is None
+        assert dev.run(remembered("pend")).value is None
 
 
 def test_pending_release_that_never_booted_is_not_counted(tmp_path):
