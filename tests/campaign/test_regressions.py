@@ -14,12 +14,8 @@ from tests.campaign.world import V3_BAD, images, sim
 # device is refused ("known_bad"); once is retried (it may have been the network at first boot).
 
 
-def test_failed_release_is_not_installed_forever(tmp_path):
-    w = W.World(str(tmp_path))
-    try:
-        repo = w.repo("r")
-        repo.publish(W.V2, "2.0.0")
-        dev = W.provision(w, str(tmp_path / "dev.bin"), repo.url, repo.ca_der)
+def test_failed_release_is_not_installed_forever(tmp_path, monkeypatch):
+    with W.board_offered_v2(tmp_path) as (w, repo, dev):
         assert settle(dev)[1] and W.running(dev)[:2] == ("2.0.0", "valid")
         repo.publish(V3_BAD, "3.0.0")
         installs = []
@@ -33,13 +29,10 @@ def test_failed_release_is_not_installed_forever(tmp_path):
         assert W.running(dev)[:2] == ("2.0.0", "valid")
         # a fixed release (another image) is installed as usual
         fixed = images.app_image("3.0.1", size=W.SIZE, seed=5)
-        W.IMAGES["3.0.1"] = fixed
+        monkeypatch.setitem(W.IMAGES, "3.0.1", fixed)
         repo.publish(fixed, "3.0.1")
         assert settle(dev)[1]
         assert W.running(dev)[:3] == ("3.0.1", "valid", "ota_0")
-    finally:
-        W.IMAGES.pop("3.0.1", None)
-        w.close()
 
 
 # ... and the network campaign then found the other side of it (run 157 of 200: a good release

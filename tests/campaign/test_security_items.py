@@ -106,12 +106,7 @@ def test_requires_idf_is_checked_against_the_running_image(tmp_path, idf_ver, ne
 
 
 def test_memory_error_in_a_check_is_a_failed_check(tmp_path):
-    w = W.World(str(tmp_path))
-    try:
-        repo = w.repo("r")
-        repo.publish(W.V2, "2.0.0")
-        dev = W.provision(w, str(tmp_path / "d.bin"), repo.url, repo.ca_der)
-
+    with W.board_offered_v2(tmp_path) as (w, repo, dev):
         def app():
             from ota import update
 
@@ -136,19 +131,13 @@ def test_memory_error_in_a_check_is_a_failed_check(tmp_path):
 
         assert dev.run(app).value == [("failed", "out_of_memory", 1), ("failed", "internal_error", 2),
                                       ("installed", None, 0)]
-    finally:
-        w.close()
 
 
-def test_release_that_never_confirms_is_not_installed_forever(tmp_path):
-    w = W.World(str(tmp_path))
-    try:
-        repo = w.repo("r")
-        repo.publish(W.V2, "2.0.0")
-        dev = W.provision(w, str(tmp_path / "d.bin"), repo.url, repo.ca_der)
+def test_release_that_never_confirms_is_not_installed_forever(tmp_path, monkeypatch):
+    with W.board_offered_v2(tmp_path) as (w, repo, dev):
         assert settle(dev)[1]
         crashing = images.app_image("3.0.0", size=W.SIZE, seed=8, flags={"version": "crashes"})
-        W.IMAGES["3.0.0"] = crashing
+        monkeypatch.setitem(W.IMAGES, "3.0.0", crashing)  # the images the campaign's checks know
         repo.publish(crashing, "3.0.0")
 
         def main():
@@ -165,9 +154,6 @@ def test_release_that_never_confirms_is_not_installed_forever(tmp_path):
         assert installs == 2  # once may be a power cut in its first boot; twice is the release
         assert outs[-1].kind == sim.RETURNED and outs[-1].value[1:] == ("refused", "known_bad"), outs
         assert W.running(dev)[:2] == ("2.0.0", "valid")
-    finally:
-        W.IMAGES.pop("3.0.0", None)
-        w.close()
 
 
 def test_security_items_are_documented():

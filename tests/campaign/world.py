@@ -2,6 +2,7 @@
 real `ota-tool serve` (or a faulty mirror), simulated boards provisioned as a deployed device is
 (ota.json, the server's CA, the release it runs), and the device's main.py (the agent)."""
 import binascii
+import contextlib
 import hashlib
 import json
 import os
@@ -140,6 +141,18 @@ def provision(world, path, url, ca_der, image=V1, version="1.0.0", **settings):
     out = dev.run(first_boot)
     assert out.kind == sim.RETURNED, out
     return dev
+
+
+@contextlib.contextmanager
+def board_offered_v2(tmp_path):
+    """(world, repository "r" with 2.0.0 published, a board on 1.0.0 pointed at it); closed after."""
+    w = World(str(tmp_path))
+    try:
+        repo = w.repo("r")
+        repo.publish(V2, "2.0.0")
+        yield w, repo, provision(w, str(tmp_path / "d.bin"), repo.url, repo.ca_der)
+    finally:
+        w.close()
 
 
 def copy_device(src_path, dst_path):

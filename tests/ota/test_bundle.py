@@ -30,7 +30,7 @@ from ota import apptree, bundle, trust
 from ota.errors import OTAError
 from ota.fetch import FileFetcher
 from ota_tool import app_release, devfs, images, keys, release, server, sim
-from tests.simhelpers import SMALL
+from tests.simhelpers import SMALL, connect
 
 CAMPAIGN = os.environ.get("OTA_CAMPAIGN") == "1"
 KEY = Ed25519PrivateKey.generate()
@@ -596,15 +596,6 @@ def import_app():
         return True  # no app installed yet
     IMPORTS.append((simhw.firmware_flags().get("fw"), version))
     return health == "ok"
-
-
-def connect():
-    import network
-
-    w = network.WLAN(network.STA_IF)
-    w.active(True)
-    w.connect("lab", "secret")
-    return w.isconnected()
 
 
 def self_test():
