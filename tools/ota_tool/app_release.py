@@ -27,6 +27,7 @@ from ota.trust import Trust
 
 from . import keys
 from .errors import ToolError
+from .files import write_atomic
 
 WBITS = 12  # the device's inflate window (ota.inflate.WBITS)
 SKIP = ("__pycache__", "*.pyc")  # never packed; nor are names starting with "."
@@ -82,22 +83,13 @@ def _skipped(rel, name, exclude):
     return any(fnmatch.fnmatch(name, p) for p in SKIP) or any(fnmatch.fnmatch(rel, p) for p in exclude)
 
 
-def _write_atomic(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _publish(out_dir, name, data):
     path = os.path.join(out_dir, name)
     if os.path.exists(path):
         with open(path, "rb") as f:
             if f.read() == data:
                 return
-    _write_atomic(path, data)
+    write_atomic(path, data)
 
 
 def build(files, version, signing_keys, out_dir, doc_type="app", root="app", channel="stable", compress=False,
@@ -142,7 +134,7 @@ def build(files, version, signing_keys, out_dir, doc_type="app", root="app", cha
     for art, data in artifacts.items():
         _publish(out_dir, art, data)
     name = name or "%s-%s.json" % (channel, doc_type)
-    _write_atomic(os.path.join(out_dir, name), blob)
+    write_atomic(os.path.join(out_dir, name), blob)
     return {"manifest": os.path.join(out_dir, name), "type": doc_type, "version": version, "root": root,
             "files": entries, "document_sha256": b.hex, "document_bytes": len(blob),
             "bytes": sum(e["size"] for e in entries),

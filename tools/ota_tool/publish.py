@@ -27,7 +27,6 @@ skipped. An immutable name that holds other bytes in the bucket is refused (unle
 someone wrote something else under a content-addressed name, and caches may already hold it.
 Nothing is ever deleted: devices in the middle of a download still need the previous artifacts.
 """
-import hashlib
 import json
 import os
 import re
@@ -37,12 +36,12 @@ from ota import manifest as device_manifest
 from ota.errors import OTAError
 
 from .errors import ToolError
+from .files import file_digest
 
 ARTIFACT_RE = re.compile(r"^sha256-([0-9a-f]{16})\.[A-Za-z0-9]{1,16}$")
 IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
 DEFAULT_MANIFEST_MAX_AGE = 60
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
-HASH_BLOCK = 1 << 20
 
 IMMUTABLE = "artifact"
 MUTABLE = "mutable"
@@ -70,16 +69,6 @@ def content_type(name):
 
 def mutable_cache(max_age):
     return "public, max-age=%d" % max_age
-
-
-def _sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(HASH_BLOCK)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
 
 
 def manifest_artifacts(blob):
@@ -156,7 +145,7 @@ def scan(release_dir, prefix, manifest_max_age=DEFAULT_MANIFEST_MAX_AGE):
             if not os.path.isfile(path):
                 continue
             rel = os.path.relpath(path, release_dir).replace(os.sep, "/")
-            sha = _sha256_file(path)
+            sha = file_digest(path)
             size = os.path.getsize(path)
             m = ARTIFACT_RE.match(n)
             if m:
@@ -272,7 +261,7 @@ def plan(files, bucket, force=False):
         elif r["sha256"]:
             same, known = r["sha256"] == f.sha256, True
         elif re.match(r"^[0-9a-f]{32}$", r["etag"] or ""):
-            same, known = r["etag"] == _md5(f.path), True
+            same, known = r["etag"] == file_digest(f.path, "md5"), True
         else:
             same, known = False, False
         if not same:
@@ -307,16 +296,6 @@ def plan(files, bucket, force=False):
             if size is not None and r["size"] != size:
                 raise ToolError("s3://%s/%s has %s bytes, the manifest %s says %d" % (bucket.name, key, r["size"], f.rel, size))
     return files
-
-
-def _md5(path):
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(HASH_BLOCK)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
 
 
 def _progress_bar(total, enabled):

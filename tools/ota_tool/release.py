@@ -20,6 +20,7 @@ from ota.trust import Trust
 
 from . import images, keys
 from .errors import ToolError
+from .files import write_atomic
 
 CHIP_NAMES = {v: k for k, v in device_manifest.CHIP_IDS.items()}
 
@@ -54,20 +55,11 @@ def check_image(data):
     return chip
 
 
-def _write_atomic(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _write_artifact(out_dir, data, ext):
     name = artifact_name(data, ext)
     path = os.path.join(out_dir, name)
     if not (os.path.exists(path) and os.path.getsize(path) == len(data)):
-        _write_atomic(path, data)
+        write_atomic(path, data)
     return name
 
 
@@ -137,7 +129,7 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
         doc.update(extra)
     blob = keys.sign(doc, signing_keys)
     name = manifest_name or "%s.json" % channel
-    _write_atomic(os.path.join(out_dir, name), blob)
+    write_atomic(os.path.join(out_dir, name), blob)
     return {"manifest": os.path.join(out_dir, name), "version": version, "chip": chip, "image_sha256": image_sha,
             "artifacts": arts, "skipped_deltas": skipped, "manifest_bytes": len(blob), "warnings": warnings}
 

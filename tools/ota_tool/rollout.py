@@ -26,6 +26,7 @@ from ota.trust import Trust
 
 from . import keys, reports
 from .errors import ToolError
+from .files import write_atomic
 
 SALT_MAX = 32  # what the device accepts (ota.manifest: rollout.salt)
 
@@ -172,30 +173,8 @@ def change(manifest_path, signers, percent=None, salt=None, halt=None, reports_p
     check = load_verified(out, signers)  # exactly what a device will do with it
     if (check.rollout_percent, check.halted) != (after_pct, after_halted):
         raise ToolError("internal error: the re-signed manifest does not read back as asked")
-    _write_atomic(manifest_path, out)
+    write_atomic(manifest_path, out)
     result["written"] = True
     result["manifest_bytes"] = len(out)
     return result
 
-
-def _write_atomic(path, data):
-    # hidden name: the release server never serves a half-written file
-    tmp = os.path.join(os.path.dirname(path) or ".", ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
-    try:
-        mode = os.stat(path).st_mode & 0o7777
-    except OSError:
-        mode = None
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise ToolError("cannot write %s: %s" % (path, e.strerror))

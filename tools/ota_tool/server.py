@@ -31,6 +31,7 @@ import time
 import urllib.parse
 
 from .errors import ToolError
+from .files import write_atomic
 
 CA_VALID_DAYS = 3650
 SERVER_VALID_DAYS = 397
@@ -75,13 +76,6 @@ def _write_private(path, data):
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
-def _write_public(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
     os.replace(tmp, path)
 
 
@@ -145,7 +139,7 @@ def ensure_tls(tls_dir, sans=()):
         with open(files.ca_key, "rb") as f:
             ca_key = serialization.load_pem_private_key(f.read(), None)
         if not os.path.exists(files.ca_der_path):
-            _write_public(files.ca_der_path, ca_cert.public_bytes(serialization.Encoding.DER))
+            write_atomic(files.ca_der_path, ca_cert.public_bytes(serialization.Encoding.DER))
     else:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([
@@ -169,8 +163,8 @@ def ensure_tls(tls_dir, sans=()):
         )
         _write_private(files.ca_key, ca_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
                                                           serialization.NoEncryption()))
-        _write_public(files.ca_pem, ca_cert.public_bytes(pem))
-        _write_public(files.ca_der_path, ca_cert.public_bytes(serialization.Encoding.DER))
+        write_atomic(files.ca_pem, ca_cert.public_bytes(pem))
+        write_atomic(files.ca_der_path, ca_cert.public_bytes(serialization.Encoding.DER))
         files.created += ["ca.pem", "ca.der", "ca.key"]
         for stale in (files.server_pem, files.server_key):  # signed by a CA that is gone
             if os.path.exists(stale):
@@ -204,7 +198,7 @@ def ensure_tls(tls_dir, sans=()):
     )
     _write_private(files.server_key, key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
                                                        serialization.NoEncryption()))
-    _write_public(files.server_pem, cert.public_bytes(pem))
+    write_atomic(files.server_pem, cert.public_bytes(pem))
     files.created += ["server.pem", "server.key"]
     return files
 

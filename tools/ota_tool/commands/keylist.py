@@ -20,7 +20,7 @@ def add_arguments(p):
 
 
 def run(args):
-    from .. import keys
+    from .. import files, keys
     from ..errors import ToolError
 
     passphrase = os.environ.get(args.passphrase_env) if args.passphrase_env else None
@@ -34,10 +34,7 @@ def run(args):
         if len(kid) != 16:
             raise ToolError("%r is not a key id (16 hex digits, as ota-tool keygen prints)" % kid)
     blob = keys.key_list(pubs, args.version, signers, args.threshold, args.revoke)
-    tmp = args.output + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(blob)
-    os.replace(tmp, args.output)
+    files.write_atomic(args.output, blob)  # a server may be serving this folder
     info = {"ok": True, "output": args.output, "version": args.version,
             "keys": [{"name": n, "key_id": keys.device_trust.key_id(r)} for n, r in pubs],
             "revoked": args.revoke, "signed_by": [keys.key_id(k) for k in signers]}
