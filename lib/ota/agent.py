@@ -46,6 +46,7 @@ class Agent:
         self.failures = 0
         self.retry_after = None
         self.wake_pending = False
+        self._http = None  # (settings it was made for, HttpFetcher): see _fetcher
 
     # --- reports
 
@@ -92,8 +93,16 @@ class Agent:
                 raise OTAError("bad_config", "cannot read %s from the filesystem" % name)
 
         ca = read(cfg["ca"]) if cfg["secure"] or cfg["source"].startswith("https:") else None
-        return HttpFetcher(ca=ca, cert=read(cfg["client_cert"]), key=read(cfg["client_key"]),
-                           allow_http=not cfg["secure"], connect_timeout=timeout)
+        made_for = (ca, read(cfg["client_cert"]), read(cfg["client_key"]), not cfg["secure"])
+        # One fetcher (and so one TLS context, a 3 KB block) for the agent's life while the
+        # settings stay: a new one per check and per report fragmented the heap (MemoryError in
+        # `ota-tool demo` under MicroPython at 160-172k).
+        if self._http is None or self._http[0] != made_for:
+            self._http = None
+            self._http = (made_for, HttpFetcher(ca=ca, cert=made_for[1], key=made_for[2], allow_http=made_for[3]))
+        f = self._http[1]
+        f.connect_timeout = timeout
+        return f
 
     def _trust(self, cfg):
         from .trust import Trust
@@ -197,6 +206,7 @@ class Agent:
         if why:
             self.log("not_now", reason=why)
             return "not_now"
+        buf, room = update.reserve()
         fetcher = trust = None
         try:
             self.connect is None or self.connect()
@@ -207,7 +217,7 @@ class Agent:
         except OTAError as e:
             event = self._refused(e)
             if fetcher is not None and event != "failed" and (cfg["app_source"] or cfg["config_source"]):
-                trust = None  # each document verifies with its own, dropped before its downloads
+                trust = buf = room = None  # each document verifies with its own; the blocks are the firmware's
                 return self._check_bundles(cfg, fetcher, reboot) or event
             return event
         app = None
@@ -235,7 +245,7 @@ class Agent:
 
         t0 = ticks_ms()
         try:
-            r = update.install_release(fetcher, cfg["source"], m)
+            r = update.install_release(fetcher, cfg["source"], m, buf=buf, room=room)
         except OTAError as e:
             return self._refused(e, m.version)
         self.failures = 0

@@ -18,7 +18,7 @@
 # larger window than this device allows is refused at its header ("window_too_large").
 import io
 
-from .compat import const
+from .compat import collect, const
 from .compat.decompress import inflater
 from .errors import OTAError
 
@@ -67,7 +67,13 @@ class _Compressed(io.IOBase):
 
 
 class Inflate:
-    def __init__(self, src, fmt, wbits, max_out):
+    """readinto() of the data decompressed from `src`, at most max_out bytes.
+
+    room: a list holding a bytearray the caller allocated early, to keep a hole for the decoder's
+    window (2**wbits bytes, allocated at the first read, when the heap may be too fragmented to
+    hold it); it is taken out of the list, and so freed, just before that read."""
+
+    def __init__(self, src, fmt, wbits, max_out, room=None):
         if fmt not in ("zlib", "gzip") or not 9 <= wbits <= 15:
             raise OTAError("bad_argument", "Inflate needs fmt 'zlib' or 'gzip' and 9 <= wbits <= 15")
         head = bytearray(2 if fmt == "zlib" else 0)
@@ -94,10 +100,14 @@ class Inflate:
         self._probe = bytearray(1)
         self._done = False
         self.produced = 0
+        self._room = room
 
     def readinto(self, buf):
         if self._done:
             return 0
+        if self._room:
+            self._room.pop()
+            collect()  # the window takes the hole it leaves
         left = self._max - self.produced
         if left <= 0:
             out = self._probe  # at the limit: one more byte would be one too many

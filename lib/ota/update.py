@@ -9,6 +9,7 @@
 import hashlib
 
 from . import slot, state
+from .compat import const
 from .errors import OTAError
 from .fetch import fetch_bytes, resolve
 
@@ -236,19 +237,44 @@ def forget_verifier():
     gc.collect()
 
 
-def install_release(fetcher, manifest_url, m, progress=None, buf=None):
+# Room for a decoder: MicroPython's DeflateIO allocates its state (~1.3 KB) and then its window
+# (1 << wbits, at most 1 << inflate.WBITS) at its first read, one after the other.
+_DECODER_STATE = const(2048)
+ROOM = const(4096 + _DECODER_STATE)
+
+
+def reserve():
+    """(block buffer, [room for a decoder]): the download's big blocks, taken before the manifest
+    is verified if the heap has them (else (None, None): install_release allocates them later).
+    A decoder allocates its state and window at its first read, and by then the verifier's code
+    has come and gone and TLS is up: under MicroPython the heap may have no 4 KiB hole left with
+    far more than that free (measured: `ota-tool demo` at 160-168k)."""
+    try:
+        return bytearray(BLOCK), [bytearray(ROOM)]
+    except MemoryError:
+        return None, None
+
+
+def install_release(fetcher, manifest_url, m, progress=None, buf=None, room=None):
     """Download release `m` (a verified, policy-checked Manifest or its Release), install it,
     remember it as pending. Returns the install result (the caller resets to boot it).
+    buf, room: from reserve(), taken before the verification (else allocated here).
 
     A raw image download resumes: within this call after a network error, and across a reboot
     through a journal in NVS (release, artifact, ETag; the written length every block). What is
     already in the slot is re-hashed, not trusted."""
     buf = buf or bytearray(BLOCK)
-    from .install import install
-
     run = slot.running()
     target = slot.next_update(run)
     art, base_len = choose(m, run, buf)
+    if art.encoding == "raw":
+        if room:
+            del room[:]  # no decoder: its room goes back to the heap (the caller holds the list)
+        room = None
+    elif room is None:
+        room = [bytearray((1 << art.wbits) + _DECODER_STATE)]  # inflate.Inflate frees it just in time
+    from .install import install
+
     url = resolve(manifest_url, art.url)
     ident = {"m": _hex(m.sha256), "a": _hex(art.sha256), "slot": slot.label(target)}
     resume = 0
@@ -269,7 +295,7 @@ def install_release(fetcher, manifest_url, m, progress=None, buf=None):
                 j = dict(ident)
                 j["etag"] = body.etag
                 state.set_json("jrnl", j)
-            stage = _pipeline(Checked(body, art.size, art.sha256, resume), art, m, run, base_len)
+            stage = _pipeline(Checked(body, art.size, art.sha256, resume), art, m, run, base_len, room)
             result = install(stage, m.image_size, m.image_sha256, resume_from=resume, buf=buf,
                              progress=_journal(progress) if art.encoding == "raw" else progress)
             break
@@ -296,7 +322,7 @@ def install_release(fetcher, manifest_url, m, progress=None, buf=None):
     return result
 
 
-def _pipeline(stage, art, m, run, base_len):
+def _pipeline(stage, art, m, run, base_len, room):
     if art.encoding == "raw":
         return stage
     from .inflate import Inflate
@@ -306,8 +332,8 @@ def _pipeline(stage, art, m, run, base_len):
 
         base = slot.Reader(run)
         base.size = base_len
-        return Patch(Inflate(stage, "zlib", art.wbits, max_raw_patch_len(m.image_size)), base, m.image_size)
-    return Inflate(stage, art.encoding, art.wbits, m.image_size)
+        return Patch(Inflate(stage, "zlib", art.wbits, max_raw_patch_len(m.image_size), room), base, m.image_size)
+    return Inflate(stage, art.encoding, art.wbits, m.image_size, room)
 
 
 def _journal(progress):
@@ -338,6 +364,7 @@ def update(fetcher, manifest_url, trust, facts=None, reboot=True, progress=None,
 
     Returns None when there is nothing to install ("up_to_date"), the install result otherwise;
     resets into the new image when `reboot`. Every refusal is an OTAError with a reason."""
+    buf, room = reserve()
     try:
         m = check(fetcher, manifest_url, trust, facts, verify)
     except OTAError as e:
@@ -347,7 +374,7 @@ def update(fetcher, manifest_url, trust, facts=None, reboot=True, progress=None,
     rel = Release(m)
     m = trust = None
     forget_verifier()
-    result = install_release(fetcher, manifest_url, rel, progress)
+    result = install_release(fetcher, manifest_url, rel, progress, buf, room)
     if reboot:
         import machine
 

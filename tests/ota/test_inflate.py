@@ -227,3 +227,16 @@ def test_mp_zip_bomb_truncated_corrupt_trailing(mpy_dir, tmp_path):
     assert _mp_inflate(mpy_dir, tmp_path, bytes(bad))[:2] == ["OTAError", "corrupt_stream"]
     assert _mp_inflate(mpy_dir, tmp_path, stream + b"junk")[:2] == ["OTAError", "trailing_data"]
     assert _mp_inflate(mpy_dir, tmp_path, compress(DATA["text"], wbits=15))[:2] == ["OTAError", "window_too_large"]
+
+
+def test_room_for_the_window_is_given_back_at_the_first_read():
+    # update.reserve() holds the decoder's room from before the verification; Inflate lets it go
+    # just before the decoder allocates its window (its first read), not before, not never
+    from ota import update
+
+    data = DATA["image"]
+    buf, room = update.reserve()
+    assert len(buf) == 4096 and len(room) == 1 and len(room[0]) == update.ROOM >= (1 << WBITS) + 1300
+    d = Inflate(Source(compress(data)), "zlib", WBITS, len(data), room)
+    assert len(room) == 1  # the header is read, no data yet
+    assert read_all(d) == data and room == []

@@ -16,6 +16,8 @@ from . import devfs, flashinfo, images, keys, release, reports, server, sim
 # or rolls back the running image (self-test: the firmware's own checks, Wi-Fi, and the update
 # server answering with a manifest that verifies), then checks for an update once.
 DEVICE_MAIN = '''
+import gc
+gc.collect()  # as main.py: the garbage of compiling this file goes before the library loads
 import ota, simhw
 from ota import agent, audit, slot
 
