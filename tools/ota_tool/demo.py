@@ -11,6 +11,7 @@ import shutil
 import time
 
 from . import devfs, flashinfo, images, keys, release, reports, server, sim
+from .errors import ToolError
 
 # What the board runs at every power-on (the project's main.py does the same): the agent confirms
 # or rolls back the running image (self-test: the firmware's own checks, Wi-Fi, and the update
@@ -78,14 +79,22 @@ class Demo:
                                                              info["manifest_bytes"], keys.key_id(self.key)))
         return info
 
-    def device(self, code, expect):
+    def device(self, code, expect, check=None):
+        """One power cycle running `code`; it must end as `expect` (sim.RESET/RETURNED) and, with
+        `check` ("event" or "event reason"), its update check must end so too."""
         out = self.dev.run_code(code, self.interpreter, self.heap)
         for m in out.boot_log:
             self.say("    bootloader: " + m)
         for line in out.stdout.strip().splitlines():
             self.say("    device: " + line)
         if out.kind != expect:
-            raise RuntimeError("device run ended with %s, expected %s:\n%s%s" % (out.kind, expect, out.stdout, out.stderr))
+            raise ToolError("the device run ended with %s, expected %s:\n%s%s" % (out.kind, expect, out.stdout, out.stderr),
+                            _DEMO_HINT)
+        if check is not None:
+            got = [ln[len("update check:"):].strip() for ln in out.stdout.splitlines() if ln.startswith("update check:")]
+            if not got or not (got[-1] + " ").startswith(check + " "):
+                raise ToolError("the update check ended %r, expected %r:\n%s%s" % (
+                    got[-1] if got else None, check, out.stdout, out.stderr), _DEMO_HINT)
         return out
 
     def run(self, json_out=False):
@@ -120,20 +129,20 @@ class Demo:
             devfs.put(self.dev.path, "ota.json", json.dumps(settings).encode())
             devfs.put(self.dev.path, "ota_ca.der", srv.ca_der)
             self.say("    %s: a 4 MiB flash image; ota.json and ota_ca.der in its littlefs" % self.dev.path)
-            self.device(DEVICE_MAIN, sim.RETURNED)
+            self.device(DEVICE_MAIN, sim.RETURNED, "failed http_404")
 
             self.step("Release v2.0.0: full image, zlib, and a delta patch from v1.0.0")
             v2 = self.image("2.0.0", seed=1, base=v1)
             self.publish(v2, "2.0.0", bases=[v1])
-            self.device(DEVICE_MAIN, sim.RESET)
+            self.device(DEVICE_MAIN, sim.RESET, "installed delta")
 
             self.step("Reboot into v2.0.0: on probation until its self-test passes")
-            self.device(DEVICE_MAIN, sim.RETURNED)
+            self.device(DEVICE_MAIN, sim.RETURNED, "up_to_date")
 
             self.step("Release v3.0.0 (security version 1), a firmware whose self-test fails")
             v3 = self.image("3.0.0", seed=3, selftest_fails=True)
             self.publish(v3, "3.0.0", security_version=1)
-            self.device(DEVICE_MAIN, sim.RESET)
+            self.device(DEVICE_MAIN, sim.RESET, "installed")
 
             self.step("Reboot into v3.0.0: the self-test fails and the device rolls back by itself")
             self.device(DEVICE_MAIN, sim.RESET)
@@ -145,7 +154,7 @@ class Demo:
             for a in info["artifacts"]:
                 with open(os.path.join(self.repo, a["url"]), "wb") as f:
                     f.write(old)  # a real, valid artifact, just not the signed one
-            self.device(DEVICE_MAIN, sim.RETURNED)
+            self.device(DEVICE_MAIN, sim.RETURNED, "refused")
 
             self.step("What the fleet reported (ota-tool fleet)")
             for line in reports.format_table(reports.summary_from_path(os.path.join(self.workdir, "reports.sqlite"))).splitlines():
@@ -166,6 +175,10 @@ class Demo:
         else:
             self.say(flashinfo.format_text(info))
         return 0 if ok else 1
+
+
+_DEMO_HINT = ("the device's output is above; under MicroPython, out_of_memory means --heap is too small for "
+              "this 64-bit port (see README \"Heap\"); otherwise please report it with the workdir")
 
 
 def _mkdir(path):
