@@ -98,7 +98,7 @@ class Agent:
         # settings stay: a new one per check and per report fragmented the heap (MemoryError in
         # `ota-tool demo` under MicroPython at 160-172k).
         if self._http is None or self._http[0] != made_for:
-            self._http = None
+            self._http = None  # the old context goes before the new one is made
             self._http = (made_for, HttpFetcher(ca=ca, cert=made_for[1], key=made_for[2], allow_http=made_for[3]))
         f = self._http[1]
         f.connect_timeout = timeout
