@@ -92,6 +92,16 @@ def _join(*parts):
     return "/".join(p for p in parts if p)
 
 
+def _named_artifacts(f):
+    """(url, size, sha256, bucket key) of each artifact the manifest file `f` names in this bucket."""
+    with open(f.path, "rb") as fh:
+        arts = manifest_artifacts(fh.read())
+    for url, size, sha in arts or ():
+        key = _resolve_key(f.key, url)
+        if key is not None:
+            yield url, size, sha, key
+
+
 def _resolve_key(manifest_key, url):
     """The object key a relative artifact URL in the manifest at `manifest_key` points to, or None
     for an absolute URL (another host: not ours to check)."""
@@ -277,12 +287,7 @@ def plan(files, bucket, force=False):
     for f in files:
         if f.kind != MANIFEST:
             continue
-        with open(f.path, "rb") as fh:
-            arts = manifest_artifacts(fh.read())
-        for url, size, sha in arts or ():
-            key = _resolve_key(f.key, url)
-            if key is None:
-                continue
+        for url, size, sha, key in _named_artifacts(f):
             have = local.get(key)
             if have is not None:
                 if (size is not None and have.size != size) or (sha is not None and have.sha256 != sha):
@@ -353,12 +358,7 @@ def _check_artifacts_live(files, bucket):
     for f in files:
         if f.kind != MANIFEST or f.action != "upload":
             continue
-        with open(f.path, "rb") as fh:
-            arts = manifest_artifacts(fh.read())
-        for url, size, _ in arts or ():
-            key = _resolve_key(f.key, url)
-            if key is None:
-                continue
+        for _, size, _, key in _named_artifacts(f):
             r = bucket.head(key)
             if r is None or (size is not None and r["size"] != size):
                 raise ToolError("s3://%s/%s is not readable with its signed size after upload: %s NOT published" % (

@@ -79,16 +79,7 @@ def run(args):
         print("    mpremote cp %s :ca.der" % files.ca_der_path)
         print('    HttpFetcher(ca=open("ca.der", "rb").read())')
         print("  and set the device clock (NTP) first: certificate dates are checked.")
-    sys.stdout.flush()
-    try:
-        httpd.serve_forever()
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-    finally:
-        httpd.server_close()
-        if httpd.reports is not None:
-            httpd.reports.close()
-    return 0
+    return _serve(httpd, httpd.reports.close if httpd.reports is not None else None)
 
 
 def _run_mirror(args):
@@ -113,6 +104,15 @@ def _run_mirror(args):
     if files.created:
         print("made in %s: %s" % (files.dir, ", ".join(files.created)))
     print("CA certificate for the local devices: %s (SHA-256 %s)" % (files.ca_der_path, files.fingerprint))
+    def close():
+        m.forwarder.stop()
+        m.outbox.close()
+
+    return _serve(httpd, close)
+
+
+def _serve(httpd, close=None):
+    # Until Ctrl-C; then the socket, and what the server kept open (reports, the gateway's queue).
     sys.stdout.flush()
     try:
         httpd.serve_forever()
@@ -120,6 +120,6 @@ def _run_mirror(args):
         print("stopped", file=sys.stderr)
     finally:
         httpd.server_close()
-        m.forwarder.stop()
-        m.outbox.close()
+        if close is not None:
+            close()
     return 0
