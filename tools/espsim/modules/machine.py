@@ -1,5 +1,6 @@
 # Stand-in for the parts of MicroPython's `machine` module the OTA library uses, on a simulated chip.
 from espsim import chip as _chip
+from simwdt import WDT  # noqa: F401 (the task watchdog, ports/esp32/machine_wdt.c: see simwdt.py)
 
 PWRON_RESET = 1
 HARD_RESET = 2

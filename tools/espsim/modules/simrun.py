@@ -98,6 +98,21 @@ def _mount_lfs(bdev):
     return fs
 
 
+def run_scripts():
+    """What ports/esp32/main.c (mp_task) runs once the filesystem is mounted: boot.py, then main.py,
+    from the board's filesystem, in one globals dict (__main__'s on a board). main.py does not run
+    when boot.py raised: the exception propagates (main() prints it; the board stops at the REPL)."""
+    g = {"__name__": "__main__"}
+    for name in ("boot.py", "main.py"):
+        try:
+            f = open(name)
+        except OSError:
+            continue
+        src = f.read()
+        f.close()
+        exec(compile(src, name, "exec"), g)
+
+
 def main(module):
     import machine
 
@@ -123,9 +138,17 @@ def main(module):
         rc = RC_RESET
     except PowerCut:
         rc = RC_POWER_CUT
-    except Exception as e:  # an app crash: shown as MicroPython shows it, exit status 1
+    except (Exception, KeyboardInterrupt) as e:
+        # An uncaught exception (or Ctrl-C) out of main.py: the board prints it and stops at the REPL, and
+        # nothing resets it (ports/esp32/main.c mp_task: pyexec_file_if_exists("main.py"), then
+        # the REPL loop). Only an armed watchdog does: the board waits for it here (the host ends
+        # this process when it runs out). Without one: exit status 1, "stopped at the REPL".
         sys.print_exception(e)
         rc = 1
+        import simwdt
+
+        if simwdt.armed():
+            simwdt.wait_at_repl()
     if isinstance(c, chip.LocalChip):
         sys.stderr.write("ESPSIM_OPS=%d\n" % c.board.flash.ops)
         c.board.close()

@@ -1,0 +1,52 @@
+# Guarding an image on probation (boot.py and main.py call this).
+#
+# On an ESP32 an uncaught exception out of boot.py or main.py prints a traceback and leaves the
+# board at the REPL, and nothing resets it (MicroPython ports/esp32/main.c, mp_task); a hang stays
+# a hang. Either way an image waiting for its confirmation is neither confirmed nor rolled back
+# until someone power-cycles the board. So while the running image is on probation:
+#   start()    first thing at boot: arm the task watchdog (machine.WDT, setting
+#              "probation_watchdog" in seconds): a hang anywhere before the confirmation resets
+#              the board, and the bootloader rolls the image back
+#   main.py's guard: an exception before the confirmation resets the board at once (on_probation)
+#   end()      once agent.boot() has confirmed the image. The watchdog cannot be stopped on an
+#              ESP32 (no deinit, and it survives soft resets: ports/esp32/machine_wdt.c), so its
+#              timeout goes to the longest the chip counts: timeout_ms * 2 ticks in 32 bits
+#              (ESP-IDF task_wdt_impl_timergroup.c), 2**31 - 1 ms, 24.8 days. An app that wants a
+#              watchdog of its own calls machine.WDT(timeout=...) and feeds it (the same watchdog).
+import machine
+
+DEFAULT_S = 300  # when the settings cannot be read: longer than any self-test with its retries
+LONGEST_MS = 0x7FFFFFFF
+
+
+def on_probation():
+    """True while the running image waits for its confirmation: ESP-IDF's PENDING_VERIFY, or the
+    agent's own boot counter (boot_retry_limit > 1) runs for this slot."""
+    from . import bootstate, slot, state
+
+    if bootstate.pending_verify():
+        return True
+    probe = state.get_json("probe")
+    return probe is not None and probe.get("slot") == slot.label(slot.running())
+
+
+def start():
+    """Arm the watchdog when the image is on probation. Returns its timeout in ms, or 0."""
+    try:
+        if not on_probation():
+            return 0
+        from . import config
+
+        seconds = config.load()["probation_watchdog"]
+    except Exception as e:  # the state or settings do not load: the watchdog is what is left
+        print("ota: probation check failed (%r): arming the watchdog" % (e,))
+        seconds = DEFAULT_S
+    if not seconds:
+        return 0
+    machine.WDT(timeout=seconds * 1000)
+    return seconds * 1000
+
+
+def end():
+    """The image confirmed itself: the watchdog goes to its longest timeout."""
+    machine.WDT(timeout=LONGEST_MS)
