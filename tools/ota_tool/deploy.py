@@ -10,6 +10,10 @@ What goes where (paths relative to the board's working directory, "/" on an ESP3
                               no --config is given
     ota_ca.der                --ca: the CA certificate the update server is checked against (DER),
                               under the name the settings' "ca" gives
+    wifi.json                 --wifi SSID: how the board joins the network at boot (ota.wifi), with
+                              the password from an environment variable or a prompt; never printed
+With --server URL the settings get "source" (URL/<channel>.json) and "report_url" (URL/report),
+into the board's current ota.json when no --config is given.
 Every file is written to NAME.tmp and renamed, then hashed on the board (SHA-256, small reads)
 and compared with what was sent. Files in lib/ota that are not part of this deployment are
 removed (a stale ota/x.py would shadow a new x.mpy: MicroPython imports .py first).
@@ -27,6 +31,7 @@ from .errors import ToolError
 
 CONFIG_PATH = "ota.json"  # ota.config.PATH
 CA_PATH = "ota_ca.der"  # ota.config.DEFAULTS["ca"]
+WIFI_PATH = "wifi.json"  # ota.wifi.PATH
 LIB_DIR = "lib/ota"
 
 # sys.implementation._mpy >> 10, as MicroPython numbers native architectures (py/persistentcode.h),
@@ -87,14 +92,18 @@ def compile_mpy(sources, march, out_dir):
 
 
 class Item:
-    def __init__(self, dest, data, what):
+    def __init__(self, dest, data, what, secret=False):
         self.dest = dest
         self.data = data
         self.what = what
+        self.secret = secret  # holds a password: no hash of it in reports (a short secret's hash can be guessed)
         self.sha256 = hashlib.sha256(data).hexdigest()
 
     def to_dict(self):
-        return {"path": self.dest, "size": len(self.data), "sha256": self.sha256, "what": self.what}
+        d = {"path": self.dest, "size": len(self.data), "what": self.what}
+        if not self.secret:
+            d["sha256"] = self.sha256
+        return d
 
 
 def _read(path, what):
@@ -198,11 +207,46 @@ def app_items(app_dir=None):
     return out
 
 
+def wifi_item(ssid, password):
+    """wifi.json for ota.wifi, checked as the device checks it (and WPA2's password rules)."""
+    from ota.errors import OTAError
+    from ota.wifi import load
+
+    if not 1 <= len(ssid.encode()) <= 32:
+        raise ToolError("--wifi %r: an SSID is 1 to 32 bytes" % ssid)
+    if password and not 8 <= len(password) <= 64:
+        raise ToolError("the Wi-Fi password has %d characters: WPA2 takes 8 to 63 (or 64 hex digits); empty for "
+                        "an open network" % len(password))
+    data = json.dumps({"ssid": ssid, "password": password}).encode()
+    with tempfile.TemporaryDirectory() as tmp:  # the device's own reader must take it
+        path = os.path.join(tmp, WIFI_PATH)
+        with open(path, "wb") as f:
+            f.write(data)
+        try:
+            load(path)
+        except OTAError as e:
+            raise ToolError("the Wi-Fi settings would not load on the board: %s" % e.message)
+    return Item(WIFI_PATH, data, "Wi-Fi settings", secret=True)
+
+
+def server_settings(doc, url):
+    """Point the settings at an update server (ota-tool serve's URL): source and report_url."""
+    if not url.startswith(("https://", "http://")):
+        raise ToolError("--server %r is not an http(s) URL" % url, "e.g. --server https://192.168.1.10:8443/")
+    base = url if url.endswith("/") else url + "/"
+    doc["source"] = base + "%s.json" % (doc.get("channel") or "stable")
+    doc["report_url"] = base + "report"
+    if base.startswith("http://"):
+        doc["secure"] = False  # said on every check by the device (ota.agent)
+    return doc
+
+
 def plan(mode="mpy", mpy_word=None, config=None, key_files=(), ca=None, app=True, app_dir=None,
-         board_config=None):
+         board_config=None, wifi=None, server=None):
     """The files to send, in order (library first, boot.py/main.py last). mode: "mpy" or "py";
     mpy_word: the board's sys.implementation._mpy (needed for "mpy"); config: a settings file;
-    board_config: the board's current settings (a dict), which --keys go into without config."""
+    board_config: the board's current settings (a dict), which --keys and --server go into without
+    config; wifi: (ssid, password) or None; server: the update server's URL or None."""
     sources = library_sources()
     items = []
     arch = None
@@ -224,15 +268,20 @@ def plan(mode="mpy", mpy_word=None, config=None, key_files=(), ca=None, app=True
     else:
         raise ToolError("unknown mode %r" % mode)
     doc = load_config(config) if config else None
-    if key_files:
+    if key_files or server:
         if doc is None:
             doc = dict(board_config or {})
-        add_keys(doc, key_files)
+        if key_files:
+            add_keys(doc, key_files)
+        if server:
+            server_settings(doc, server)
     if doc is not None:
         items.append(Item(CONFIG_PATH, check_config(doc, config or CONFIG_PATH), "settings"))
     if ca:
         ca_name = (doc or board_config or {}).get("ca") or CA_PATH
         items.append(ca_item(ca, ca_name))
+    if wifi:
+        items.append(wifi_item(*wifi))
     if app:
         items += app_items(app_dir)
     return items, arch

@@ -16,6 +16,24 @@ CHUNK = 1024  # bytes per write command (base64 on the wire): little heap on the
 RESULT = "@@OTA@@"  # marks the one line of JSON a helper prints, among anything else printed
 
 
+def _open(name, baud):
+    """(SerialTransport, path) of the first port `name` stands for that opens."""
+    from mpremote.transport import TransportError
+    from mpremote.transport_serial import SerialTransport
+
+    from .ports import candidates
+
+    errors = []
+    for path in candidates(name):
+        try:
+            # a read timeout, so that waiting for a silent board can end (on a pty mpremote reads
+            # without checking what is waiting: with no timeout a read would block for ever)
+            return SerialTransport(path, baudrate=baud, timeout=0.2), path
+        except (TransportError, OSError, ValueError) as e:
+            errors.append("%s: %s" % (path, " ".join(str(e).split())))
+    raise ToolError("cannot open %s" % "; ".join(errors), _hint(name))
+
+
 def _hint(port):
     return ("is the board running MicroPython, and nothing else (a serial monitor, another mpremote) "
             "using %s?" % port)
@@ -26,20 +44,21 @@ class DeviceError(ToolError):
 
 
 class Board:
-    def __init__(self, port, resume=False, baud=115200, transport=None):
+    """A board's REPL. `port`: a name ota_tool.ports understands (auto, u0, a path...). Connecting
+    interrupts a running program as mpremote does (Ctrl-C, then the raw REPL; a soft reset unless
+    `resume`). `timeout`: seconds the board may stay silent, connecting or running a step, before
+    the command gives up (a step that streams output, such as an update, may run longer)."""
+
+    def __init__(self, port="auto", resume=False, baud=115200, transport=None, timeout=30):
         from mpremote.transport import TransportError
 
-        self.port = port
+        self.timeout = timeout
         if transport is None:
-            from mpremote.transport_serial import SerialTransport
-
-            try:
-                transport = SerialTransport(port, baudrate=baud)
-            except (TransportError, OSError) as e:
-                raise ToolError("cannot open %s: %s" % (port, e), _hint(port))
+            transport, port = _open(port, baud)
+        self.port = port
         self.t = transport
         try:
-            self.t.enter_raw_repl(soft_reset=not resume)
+            self.t.enter_raw_repl(soft_reset=not resume, timeout_overall=timeout)
         except (TransportError, OSError) as e:
             self.t.close()
             raise ToolError("no MicroPython REPL answers on %s (%s)" % (port, " ".join(str(e).split())), _hint(port))
@@ -61,14 +80,15 @@ class Board:
     def __exit__(self, *exc):
         self.close()
 
-    def exec(self, code, timeout=30, stream=None):
+    def exec(self, code, timeout=None, stream=None):
         """Run `code` on the board; returns what it printed (str). Raises DeviceError with the
-        board's traceback if it raised. stream: a callable given output bytes as they come."""
+        board's traceback if it raised. stream: a callable given output bytes as they come.
+        timeout: seconds of silence before giving up (default: the board's)."""
         from mpremote.transport import TransportError
 
         try:
             self.t.exec_raw_no_follow(code)
-            out, err = self.t.follow(timeout, stream)
+            out, err = self.t.follow(max(timeout or 0, self.timeout), stream)
         except TransportError as e:
             raise ToolError("the board on %s stopped answering: %s" % (self.port, e),
                             "it may have reset or crashed; run the command again")
@@ -77,7 +97,7 @@ class Board:
             raise DeviceError("the board raised: %s" % err.splitlines()[-1], err)
         return out.decode(errors="replace")
 
-    def call(self, code, timeout=30):
+    def call(self, code, timeout=None):
         """Run `code`, which sets a variable `result`; returns it (through JSON)."""
         out = self.exec(code + "\nimport json\nprint(%r + json.dumps(result))" % RESULT, timeout)
         for line in out.splitlines()[::-1]:
@@ -152,6 +172,32 @@ class Board:
                 " while True:\n  n = f.readinto(buf)\n  if not n:\n   break\n  h.update(mv[:n])\n"
                 " f.close()\n result[p] = binascii.hexlify(h.digest()).decode()" % (list(paths),))
         return self.call(code, timeout=120)
+
+    def read_output(self, until, timeout, stream=None):
+        """Read what the board prints (outside any command: e.g. while it reboots) until a line
+        starting with one of `until` (bytes) is complete, or `timeout` seconds pass. Returns that
+        line (bytes) or None."""
+        import time
+
+        seen = bytearray()
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                data = self.t.serial.read(256)
+            except OSError:
+                return None
+            if not data:
+                continue
+            if stream is not None:
+                stream(data)
+            seen.extend(data)
+            while b"\n" in seen:
+                i = seen.index(b"\n")
+                line = bytes(seen[:i]).strip(b"\r")
+                del seen[:i + 1]
+                if line.startswith(tuple(until)):
+                    return line
+        return None
 
 
 def progress_printer(name, stream=sys.stderr):

@@ -14,20 +14,49 @@ class _BoardReset(Exception):
     pass
 
 
+STATUS_CODE = """import ota, binascii, machine
+result = ota.status()
+try:
+    import ota.config
+    result["device_id"] = ota.config.load().get("device_id")
+except Exception:
+    pass
+result["device_id"] = result.get("device_id") or binascii.hexlify(machine.unique_id()).decode()
+try:
+    from ota import apptree
+    result["app_version"] = apptree.journal().get("v")
+except ImportError:
+    result["app_version"] = None
+"""
+
+
 def status(board):
-    """ota.status() as the board reports it (a dict)."""
+    """ota.status() as the board reports it (a dict), with its device id and app bundle version."""
     try:
-        return board.call("import ota\nresult = ota.status()")
+        return board.call(STATUS_CODE)
     except ToolError as e:
         if "ImportError" in e.message or "no module named 'ota'" in e.message:
             raise ToolError("the board has no ota library", "install it: ota-tool deploy --port PORT")
         raise
 
 
+def running_image(st):
+    """The app descriptor of the running slot (a dict, {} if unknown)."""
+    for s in st.get("slots", []):
+        if s.get("running"):
+            return s.get("image") or {}
+    return {}
+
+
 def format_status(st):
-    lines = ["running:        %s%s" % (st.get("running"), " (waiting for confirmation)" if st.get("pending_verify") else ""),
+    img = running_image(st)
+    lines = ["device id:      %s" % st.get("device_id", "?"),
+             "running:        %s%s" % (st.get("running"), " (on probation: waiting for confirmation)"
+                                       if st.get("pending_verify") else ""),
+             "release:        %s" % (st.get("version") or "unknown (not installed over the air; image says %s)"
+                                     % (img.get("version") or "nothing")),
+             "app bundle:     %s" % (st.get("app_version") or "none (no signed app installed)"),
              "boots next:     %s" % st.get("boot"),
-             "release:        %s" % (st.get("version") or "unknown (not installed over the air)"),
              "rollback:       %s" % st.get("rollback"),
              "security count: %s" % st.get("security_counter")]
     if st.get("pending_release"):
@@ -46,45 +75,150 @@ def has_update_now(board):
     return board.call("import ota\nresult = callable(getattr(ota, 'update_now', None))")
 
 
-def update_now(board, stream):
-    """Run ota.update_now() on the board, its output streamed to `stream` (bytes callable).
-    Returns ("done", value) or ("reset", None) when the board reset during the update."""
+# One update check on the board, as main.py's agent makes it (ota.wifi joins the network, the
+# settings must survive the reboot), reporting on the serial line: "P done total" (download
+# progress), "E [event, fields]" (each audit log record), "R result" (what check_now returned).
+UPDATE_CODE = """import json, ota.agent
+_M = %(marker)r
+def _p(done, total, _l=[-1]):
+    pc = done * 100 // total if total else 100
+    if pc != _l[0]:
+        _l[0] = pc
+        print(_M + "P %%d %%d" %% (done, total))
+class _A(ota.agent.Agent):
+    def log(self, event, **fields):
+        ota.agent.Agent.log(self, event, **fields)
+        print(_M + "E " + json.dumps([event, fields]))
+_kw = {"progress": _p}
+try:
+    from ota import wifi
+    _kw["connect"] = wifi.connect
+    if %(check)r:
+        _kw["network_saved"] = wifi.saved
+except ImportError:
+    pass
+try:
+    _a = _A(**_kw)
+except TypeError:
+    _a = _A()
+print(_M + "R " + json.dumps(_a.check_now()))
+"""
+
+
+class UpdateRun:
+    """What the board said during one update: events, progress, the result or a reset."""
+
+    def __init__(self):
+        self.events = []  # [event, fields] in order
+        self.result = None
+        self.reset = False
+
+    def last(self, *names):
+        for ev, fields in reversed(self.events):
+            if not names or ev in names:
+                return ev, fields
+        return None, {}
+
+
+def update_now(board, on_line, on_progress, network_check=True, run=None):
+    """Run one update check on the board. on_line(text): every other line it prints;
+    on_progress(done, total). Returns the UpdateRun (`run`, filled in as the board reports)."""
     from .mpdevice import RESULT
 
+    run = run if run is not None else UpdateRun()
+    held = bytearray()
     seen = bytearray()
 
     def consume(b):
         seen.extend(b)
-        del seen[:-4096]
-        stream(b)
+        del seen[:-64]
+        held.extend(b.replace(b"\x04", b""))
+        while b"\n" in held:
+            i = held.index(b"\n") + 1
+            line = bytes(held[:i]).decode(errors="replace").rstrip("\r\n")
+            del held[:i]
+            _take(run, line, on_line, on_progress)
         if any(m in seen for m in RESET_MARKS):
             raise _BoardReset()
 
-    code = ("import ota, json\nr = ota.update_now()\ntry:\n s = json.dumps(r)\nexcept Exception:\n s = json.dumps(repr(r))\n"
-            "print(%r + s)" % RESULT)
+    code = UPDATE_CODE % {"marker": RESULT, "check": bool(network_check)}
     try:
-        out = board.exec(code, timeout=600, stream=consume)
+        board.exec(code, stream=consume)
     except _BoardReset:
-        return "reset", None
+        run.reset = True
     except ToolError as e:
-        if "stopped answering" in e.message:
-            return "reset", None
-        raise
-    for line in out.splitlines()[::-1]:
-        if line.startswith(RESULT):
-            return "done", json.loads(line[len(RESULT):])
-    text = bytes(seen).decode(errors="replace")
-    for line in text.splitlines()[::-1]:
-        if line.startswith(RESULT):
-            return "done", json.loads(line[len(RESULT):])
-    # update_now() did not return (its result line always follows a return): the board went
-    # down under it, as the simulated board's raw REPL reports a reset.
-    return "reset", None
+        if "stopped answering" not in e.message:
+            raise
+        run.reset = True  # the board went quiet under it: a reset without a word (a real board's USB)
+    if held:
+        _take(run, bytes(held).decode(errors="replace").rstrip("\r\n"), on_line, on_progress)
+    if run.result is None and not run.reset:
+        run.reset = True  # check_now() always prints its result when it returns
+    return run
+
+
+def _take(run, line, on_line, on_progress):
+    from .mpdevice import RESULT
+
+    if not line.startswith(RESULT):
+        if line.strip() and not any(m.decode() in line for m in RESET_MARKS):
+            on_line(line)
+        return
+    kind, _, rest = line[len(RESULT):].partition(" ")
+    try:
+        if kind == "P":
+            done, total = rest.split()
+            on_progress(int(done), int(total))
+        elif kind == "E":
+            run.events.append(json.loads(rest))
+        elif kind == "R":
+            run.result = json.loads(rest)
+    except ValueError:
+        on_line(line)
+
+
+def follow_reboot(board, wait, on_line):
+    """After a reset: wait (at most `wait` s) for main.py's "ota: boot:" line. Returns it or None."""
+    line = board.read_output([b"ota: boot:"], wait, stream=None)
+    return None if line is None else line.decode(errors="replace")
 
 
 def read_log(board):
-    data = board.read(LOG_PATH)
-    return None if data is None else data.decode(errors="replace")
+    """The board's audit log (ota.log after ota.log.1) as a list of records (dicts), oldest
+    first; None when there is none. Lines that are not JSON come back as {"text": line}."""
+    old = board.read(LOG_PATH + ".1")
+    new = board.read(LOG_PATH)
+    if old is None and new is None:
+        return None
+    out = []
+    for data in (old, new):
+        for line in (data or b"").decode(errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                rec = None
+            out.append(rec if isinstance(rec, dict) else {"text": line})
+    return out
+
+
+def format_record(rec):
+    """One audit log record as a line a person reads."""
+    import time
+
+    if "text" in rec and "event" not in rec:
+        return rec["text"]
+    t = rec.get("t")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) if isinstance(t, int) else (
+        "clock unset, t+%.1fs" % (rec["ticks"] / 1000) if isinstance(rec.get("ticks"), int) else "?")
+    rest = []
+    for k in sorted(rec):
+        if k in ("t", "ticks", "event", "message"):
+            continue
+        rest.append("%s=%s" % (k, rec[k]))
+    msg = rec.get("message")
+    return "%-19s  %-14s %s%s" % (when, rec.get("event", "?"), " ".join(rest), ("  " + msg) if msg else "")
 
 
 def read_config(board):

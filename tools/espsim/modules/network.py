@@ -5,6 +5,20 @@ from espsim import chip as _chip
 
 STA_IF = 0
 AP_IF = 1
+_ram = {}
+
+
+def _in_reach(ssid, key):
+    # ESPSIM_WIFI, {"ssid": ..., "password": ...} in JSON, is the one access point in reach (ota-tool
+    # sim-port --wifi); without it every network answers.
+    import json
+    import os
+
+    ap = os.getenv("ESPSIM_WIFI")
+    if not ap:
+        return True
+    ap = json.loads(ap)
+    return ssid == ap["ssid"] and (key or "") == ap["password"]
 
 
 class WLAN:
@@ -19,7 +33,13 @@ class WLAN:
         return self._active
 
     def connect(self, ssid=None, key=None):
-        self._up = self._active and not _chip.get().firmware_flags().get("wifi_broken")
+        # The credentials are kept in RAM only (ports/esp32/network_wlan.c: esp_wifi_set_storage(
+        # WIFI_STORAGE_RAM)): connect() without an SSID rejoins what this boot joined, else nothing.
+        if ssid is None:
+            ssid, key = _ram.get("ssid"), _ram.get("key")
+        _ram["ssid"], _ram["key"] = ssid, key
+        self._up = (self._active and ssid is not None and _in_reach(ssid, key)
+                    and not _chip.get().firmware_flags().get("wifi_broken"))
 
     def disconnect(self):
         self._up = False
