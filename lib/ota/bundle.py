@@ -6,11 +6,13 @@
 #    "channel": "stable",                          optional: refused on a device of another channel
 #    "requires": {"firmware": ">=1.2.0,<2.0.0"},   optional: the signed firmware versions it runs on
 #    "wbits": 12,                                  required when a file has "zsize" (9..12)
-#    "files": [{"path": "main.py", "size": 1234, "sha256": "<64 hex>", "zsize": 610}, ...]}
-#   Every file is an artifact named by its content next to the document: sha256-<first 16 hex of
-#   the file's SHA-256>.file (the bytes), and .zlib (zlib stream, `wbits` window) when "zsize" is
-#   given. The device fetches the .zlib when there is one. Either way it checks the bytes it writes
-#   against the signed size and SHA-256, and the download against its length (zsize or size).
+#    "files": [{"path": "main.py", "size": 1234, "sha256": "<64 hex>", "zsize": 610, "zsha256": "<64 hex>"},
+#              ...]}
+#   Every file is an artifact next to the document, named by the SHA-256 of its own bytes, as every
+#   artifact of a release is: sha256-<first 16 hex of the file's SHA-256>.file (the bytes), and
+#   sha256-<first 16 hex of zsha256>.zlib (the zlib stream, `wbits` window) when "zsize" and
+#   "zsha256" are given. The device fetches the .zlib when there is one. Either way it checks the
+#   bytes it writes against the signed size and SHA-256, and the download against its length.
 #   A "config" document is the same with settings files in it (ota-tool release-app --config); it
 #   owns its files, the "app" document owns its own: each update replaces only its own type's files
 #   (a path both declare is the last installed document's).
@@ -202,6 +204,7 @@ class Bundle:
         if not files:
             raise OTAError("bad_manifest", "%s: 'files' must list 1..%d files" % (w, MAX_FILES))
         self.files = []  # (path, size, sha256, zsize or None)
+        self.zname = {}  # path -> first 8 bytes of the .zlib artifact's SHA-256 (its name)
         seen = set()
         total = 0
         for i, f in enumerate(files):
@@ -216,6 +219,8 @@ class Bundle:
             zsize = manifest._int(f, "zsize", where, 1, MAX_FILE, required=False)
             if zsize is not None and self.wbits is None:
                 raise OTAError("bad_manifest", "%s is compressed: 'wbits' is required" % where)
+            if zsize is not None:
+                self.zname[path] = manifest._hex32(f, "zsha256", where)[:8]
             key = path.lower()
             if key in seen:
                 raise OTAError("duplicate_path", "%s: %s is listed twice" % (w, path))
@@ -409,7 +414,8 @@ def _download(fetcher, doc_url, b, entry, dst, part, buf):
         length = zsize or size
         body = None
         try:
-            body = fetcher.open(file_url(doc_url, sha, zsize is not None), 0, length)
+            body = fetcher.open(file_url(doc_url, b.zname[path] if zsize is not None else sha, zsize is not None),
+                                0, length)
             src = _Bounded(body, length)
             if zsize is not None:
                 from .inflate import Inflate

@@ -95,6 +95,7 @@ HOSTILE = [
     ("negative size", app_doc([dict(entry("x.py"), size=-1)]), "bad_manifest"),
     ("bad hash", app_doc([dict(entry("x.py"), sha256="00" * 31)]), "bad_manifest"),
     ("zlib without wbits", app_doc([dict(entry("x.py"), zsize=10)]), "bad_manifest"),
+    ("zlib without its hash (its name)", app_doc([dict(entry("x.py"), zsize=10)], wbits=12), "bad_manifest"),
     ("window too large", app_doc([dict(entry("x.py"), zsize=10)], wbits=15), "bad_manifest"),
     ("bad requirement", app_doc([entry("x.py")], requires={"firmware": "~1.2"}), "bad_manifest"),
     ("bad requirement version", app_doc([entry("x.py")], requires={"firmware": ">=1.2"}), "bad_manifest"),
@@ -273,9 +274,10 @@ def test_install_delta_and_user_data(tmp_path):
     out = dev.run(install(repo.url(), f2))
     changed = sorted(p for p in V2 if V2[p] != V1.get(p))
     assert out.value["downloaded"] == len(changed) == 3, out.value  # only what changed: delta by file
-    compressed = {e["path"]: "zsize" in e for e in repo_files(repo)}
+    entries = {e["path"]: e for e in repo_files(repo)}  # every artifact is named by its own bytes
     assert sorted(n for n in f2.got if n.startswith("sha256-")) == sorted(
-        app_release.file_name(V2[p], compressed[p]) for p in changed)
+        app_release.file_name_for(entries[p]["zsha256"], True) if "zsize" in entries[p]
+        else app_release.file_name_for(entries[p]["sha256"]) for p in changed)
     assert out.value["copied"] == len([p for p in V2 if V2[p] == V1.get(p)])
     assert dev.run(boot()).value == "pending"
     t = tree(dev)
@@ -363,8 +365,9 @@ def test_hostile_artifacts_leave_the_app_alone(tmp_path, attack, reason):
         open(name, "wb").write(evil[:-1])
     elif attack == "zlib bomb":
         z = bomb(1 << 20)
-        doc = app_doc([dict(e, zsize=len(z))], version="2.0.0", wbits=12)
-        open(name[:-4] + "zlib", "wb").write(z)
+        zsha = hashlib.sha256(z).hexdigest()
+        doc = app_doc([dict(e, zsize=len(z), zsha256=zsha)], version="2.0.0", wbits=12)
+        open(os.path.join(repo.path, "sha256-%s.zlib" % zsha[:16]), "wb").write(z)
     open(repo.url("evil.json"), "wb").write(sign_raw(doc))
     with pytest.raises(OTAError) as err:
         dev.run(install(repo.url("evil.json")))
@@ -391,7 +394,7 @@ def test_no_room_for_the_decompressor_takes_the_raw_file(tmp_path, monkeypatch):
     f = Counting()
     assert dev.run(install(repo.url(), f)).value["downloaded"] == len(V1)
     zipped = [e for e in repo_files(repo) if "zsize" in e]
-    assert zipped and all(app_release.file_name(V1[e["path"]], True) in f.got for e in zipped)
+    assert zipped and all(app_release.file_name_for(e["zsha256"], True) in f.got for e in zipped)
     assert all(app_release.file_name(V1[e["path"]]) in f.got for e in zipped)  # then the raw one
     assert dev.run(boot()).value == "pending" and tree(dev)["lib/util.py"] == V1["lib/util.py"]
 

@@ -1,6 +1,7 @@
 """`ota-tool release-app` (app bundles and configuration documents), `ota-tool verify` on them, and
 `ota-tool release --app` (a firmware naming the app that must come with it). The documents are
 checked with the device's own parser (ota.bundle, ota.manifest)."""
+import hashlib
 import json
 import os
 
@@ -49,12 +50,13 @@ def test_release_app_and_verify(tmp_path, key, capsys):
     assert (b.type, b.version, b.root, b.requires, b.wbits) == ("app", "1.2.0", "app", ">=1.0.0,<2.0.0", 12)
     util = next(e for e in info["files"] if e["path"] == "lib/util.py")
     assert (repo / ("sha256-%s.file" % util["sha256"][:16])).exists()
-    assert (repo / ("sha256-%s.zlib" % util["sha256"][:16])).stat().st_size == util["zsize"]
+    zart = repo / ("sha256-%s.zlib" % util["zsha256"][:16])  # named by its own bytes, as every artifact
+    assert zart.stat().st_size == util["zsize"] and hashlib.sha256(zart.read_bytes()).hexdigest() == util["zsha256"]
     assert run("verify", str(repo / "stable-app.json"), "--pubkey", key + ".pub", "--json") == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["ok"] and rep["type"] == "app" and len(rep["files"]) == 3
     # a changed artifact is caught, as a device would catch it
-    art = repo / ("sha256-%s.zlib" % util["sha256"][:16])
+    art = zart
     art.write_bytes(art.read_bytes()[:-1] + b"\0")
     assert run("verify", str(repo / "stable-app.json"), "--pubkey", key + ".pub") == 1
     assert "zlib" in capsys.readouterr().err

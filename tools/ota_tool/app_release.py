@@ -5,9 +5,11 @@ Repository layout (the same folder as firmware releases, served the same way):
     <channel>-app.json        the signed app document (type "app"): ota.json "app_source"
     <channel>-config.json     the signed configuration document (type "config"): "config_source"
     sha256-<16 hex>.file      one file of a bundle, named by the SHA-256 of its bytes
-    sha256-<16 hex>.zlib      the same file as a zlib stream (wbits 12), published with --compress
-                              when it is smaller; the document then gives its length ("zsize")
-Files are content-named, so releases share them and a device downloads only the files whose
+    sha256-<16 hex>.zlib      the same file as a zlib stream (wbits 12), named by the SHA-256 of the
+                              stream's own bytes, published with --compress when it is smaller; the
+                              document then gives its length and hash ("zsize", "zsha256")
+Every artifact, firmware or app, is named by the SHA-256 of its own bytes (ota_tool.release's rule,
+which `ota-tool publish` and `verify` check). Files are content-named, so releases share them and a device downloads only the files whose
 SHA-256 differs from what it has. They are written first and the document last (atomically).
 Every document is parsed by the device's own code (ota.bundle) before it is written, so a bundle
 the device would refuse (a traversal, a duplicate path, too many or too large files) is refused
@@ -38,7 +40,9 @@ def sha256_hex(data):
 
 
 def file_name(data, compressed=False):
-    return "sha256-%s.%s" % (sha256_hex(data)[:16], "zlib" if compressed else "file")
+    from .release import artifact_name
+
+    return artifact_name(data, "zlib" if compressed else "file")
 
 
 def _device(fn, *args):
@@ -115,7 +119,8 @@ def build(files, version, signing_keys, out_dir, doc_type="app", root="app", cha
             z = c.compress(data) + c.flush()
             if len(z) < len(data):
                 e["zsize"] = len(z)
-                artifacts[file_name(data, True)] = z
+                e["zsha256"] = sha256_hex(z)
+                artifacts[file_name(z, True)] = z
         entries.append(e)
     doc = {"type": doc_type, "version": version, "root": root, "channel": channel, "files": entries,
            "created": int(created if created is not None else time.time())}
@@ -201,16 +206,16 @@ def verify(doc_path, public_keys, threshold=1, files_dir=None):
     report = {"type": b.type, "version": b.version, "root": b.root, "requires_firmware": b.requires,
               "signed_by": b.key_ids, "document_sha256": b.hex, "files": []}
     for path, size, sha, zsize in b.files:
-        name = "sha256-%s.file" % sha.hex()[:16]
+        name = file_name_for(sha.hex())
         data = _artifact(root, name, path)
         if len(data) != size or hashlib.sha256(data).digest() != sha:
             raise ToolError("%s (%s) does not match its signed size/SHA-256" % (name, path))
         entry = {"path": path, "size": size, "artifact": name}
         if zsize is not None:
-            zname = "sha256-%s.zlib" % sha.hex()[:16]
+            zname = file_name_for(b.zname[path].hex(), True)
             z = _artifact(root, zname, path)
-            if len(z) != zsize:
-                raise ToolError("%s (%s) is %d bytes, the document says %d" % (zname, path, len(z), zsize))
+            if len(z) != zsize or not hashlib.sha256(z).digest().startswith(b.zname[path]):
+                raise ToolError("%s (%s) does not match its signed size/SHA-256" % (zname, path))
             try:
                 out = delta.drain(Inflate(delta.BytesSource(z), "zlib", b.wbits, size))
             except OTAError as e:
@@ -220,6 +225,10 @@ def verify(doc_path, public_keys, threshold=1, files_dir=None):
             entry["zsize"] = zsize
         report["files"].append(entry)
     return report
+
+
+def file_name_for(sha_hex, compressed=False):
+    return "sha256-%s.%s" % (sha_hex[:16], "zlib" if compressed else "file")
 
 
 def _artifact(root, name, path):

@@ -38,7 +38,7 @@ from ota.errors import OTAError
 from .errors import ToolError
 from .files import file_digest
 
-ARTIFACT_RE = re.compile(r"^sha256-([0-9a-f]{16})\.[A-Za-z0-9]{1,16}$")
+from .release import ARTIFACT_RE, named_by_content  # the one content-addressing rule
 IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
 DEFAULT_MANIFEST_MAX_AGE = 60
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -157,9 +157,8 @@ def scan(release_dir, prefix, manifest_max_age=DEFAULT_MANIFEST_MAX_AGE):
             rel = os.path.relpath(path, release_dir).replace(os.sep, "/")
             sha = file_digest(path)
             size = os.path.getsize(path)
-            m = ARTIFACT_RE.match(n)
-            if m:
-                if sha[:16] != m.group(1):
+            if ARTIFACT_RE.match(n):
+                if not named_by_content(n, sha):
                     bad.append(rel)
                 kind = IMMUTABLE
             elif n.endswith(".json") and _is_manifest(path):

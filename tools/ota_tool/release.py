@@ -11,6 +11,7 @@ manifest whose artifacts are missing. Everything is checked with the device's ow
 import binascii
 import hashlib
 import os
+import re
 import time
 import zlib
 
@@ -29,8 +30,20 @@ def sha256_hex(data):
     return hashlib.sha256(data).hexdigest()
 
 
+# The one content-addressing rule of every artifact (firmware images, zlib streams, delta patches,
+# app bundle files and their zlib streams): named by the SHA-256 of its own bytes. `ota-tool
+# verify` and `ota-tool publish` check it.
+ARTIFACT_RE = re.compile(r"^sha256-([0-9a-f]{16})\.[A-Za-z0-9]{1,16}$")
+
+
 def artifact_name(data, ext):
     return "sha256-%s.%s" % (sha256_hex(data)[:16], ext)
+
+
+def named_by_content(name, sha_hex):
+    """Whether the file name `name` follows the rule for content whose SHA-256 is `sha_hex`."""
+    m = ARTIFACT_RE.match(name)
+    return m is not None and sha_hex.startswith(m.group(1))
 
 
 def check_image(data):
@@ -68,12 +81,108 @@ def zlib_artifact(data, wbits):
     return c.compress(data) + c.flush()
 
 
+def published(path):
+    """The firmware manifest document already at `path` (a dict, signatures not checked: this is
+    about what the folder holds), or None when there is none. ToolError if it is something else."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read(device_manifest.MAX_DOCUMENT + 1024)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ToolError("cannot read %s: %s" % (path, e.strerror))
+    try:
+        import json
+
+        doc = json.loads(device_manifest.split(blob)[1])
+    except (OTAError, ValueError, UnicodeError):
+        doc = None
+    if not isinstance(doc, dict) or doc.get("type") != "firmware":
+        raise ToolError("%s exists and is not a firmware manifest: refusing to write over it" % path,
+                        "give another --channel or --out")
+    return doc
+
+
+def slot_sizes(partitions_csv=None):
+    """Sizes of the OTA app slots (factory excluded: never written over the air) of a layout."""
+    from . import partitions as ptable
+    from .sim import default_partitions_csv
+
+    parts = ptable.parse_csv(partitions_csv or default_partitions_csv())
+    return [p.size for p in parts if p.is_ota_slot()]
+
+
+def check_fits(image_len, sizes, where="the layout"):
+    if not sizes:
+        raise ToolError("%s has no OTA app slot: nothing can be updated over the air" % where)
+    if image_len > max(sizes):
+        raise ToolError("the image is %d bytes: it fits no OTA slot of %s (largest %d bytes)" % (
+            image_len, where, max(sizes)), "build a smaller firmware (size optimisation, fewer features), or "
+                                           "release for a layout with larger slots (--partitions CSV)")
+    return [s for s in sizes if image_len > s]
+
+
+def stage(percent=None, salt=None, halt=False):
+    """The manifest members of a release that starts staged or halted ({} for live to all)."""
+    from .rollout import check_salt, new_salt
+
+    out = {}
+    if percent is not None:
+        if not 0 <= percent <= 100:
+            raise ToolError("--percent must be 0..100")
+        out["rollout"] = {"percent": percent, "salt": check_salt(salt) if salt else new_salt()}
+    elif salt is not None:
+        raise ToolError("--salt needs --percent")
+    if halt:
+        out["halted"] = True
+    return out
+
+
 def build(image, version, signing_keys, out_dir, channel="stable", security_version=0, board="*",
           compress=False, wbits=12, bases=(), requires=None, expires=None, commit=None, min_saving=0.10,
-          manifest_name=None, slot_size=None, created=None, extra=None):
-    """Write a signed release of `image` (bytes) into the repository `out_dir`. Returns a summary."""
-    device_manifest.parse_version(version)  # refuse a version the device would refuse
+          manifest_name=None, slot_size=None, created=None, extra=None, percent=None, salt=None, halt=False,
+          replace=False, allow_older=False, partitions_csv=None):
+    """Write a signed release of `image` (bytes) into the repository `out_dir`. Returns a summary.
+
+    percent/salt/halt: start staged or halted. The manifest already published under the same name
+    is the release devices see now: the same version again needs `replace` (and keeps its stage and
+    its artifacts that still fit the image), an older one `allow_older`."""
+    new_key = device_manifest.parse_version(version)  # refuse a version the device would refuse
     chip = check_image(image)
+    warnings = []
+    too_small = check_fits(len(image), slot_sizes(partitions_csv),
+                           "the target layout" if partitions_csv else "partitions.csv")
+    if too_small:
+        warnings.append("the image (%d bytes) does not fit every OTA slot of the layout (%s): devices refuse it as "
+                        "too_large where it lands in a smaller one" % (len(image), ", ".join(map(str, too_small))))
+    manifest_file = manifest_name or "%s.json" % channel
+    before = published(os.path.join(out_dir, manifest_file))
+    kept = []
+    staged = stage(percent, salt, halt)
+    if before is not None:
+        old = before.get("version")
+        try:
+            old_key = device_manifest.parse_version(old)
+        except (OTAError, TypeError, AttributeError):
+            old_key = None
+        if old_key == new_key and not replace:
+            raise ToolError("%s already publishes release %s: releasing it again would replace what devices see "
+                            "(its stage and its artifacts)" % (manifest_file, version),
+                            "release a new version, or add --replace (the stage and the artifacts that still fit "
+                            "the image are kept)")
+        if old_key is not None and new_key < old_key and not allow_older:
+            raise ToolError("%s publishes %s, newer than %s: devices refuse an older release (downgrade)" % (
+                manifest_file, old, version), "release a higher version (the old code under a new number), or add "
+                                     "--allow-older (devices install it only with allow_downgrade)")
+        if old_key == new_key:
+            if percent is None and not halt:
+                staged = {k: before[k] for k in ("rollout", "halted") if k in before}
+            if before.get("image", {}).get("sha256") == sha256_hex(image):
+                kept = [a for a in before.get("artifacts", []) if a.get("encoding") != "raw" and
+                        os.path.exists(os.path.join(out_dir, a.get("url", "")))]
+            elif before.get("artifacts"):
+                warnings.append("release %s had another image: its compressed and delta artifacts do not apply to "
+                                "this one and are dropped from the manifest (the files stay)" % version)
     os.makedirs(out_dir, exist_ok=True)
     image_sha = sha256_hex(image)
     arts = []
@@ -96,6 +205,9 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
         name = _write_artifact(out_dir, patch, "patch")
         arts.append({"url": name, "size": len(patch), "sha256": sha256_hex(patch), "encoding": "delta",
                      "wbits": wbits, "base_sha256": sha256_hex(base)})
+    for a in kept:  # what the same release published before (--replace), unless made again now
+        if not any(b["url"] == a["url"] for b in arts):
+            arts.append(a)
     doc = {
         "type": "firmware",
         "version": version,
@@ -115,7 +227,6 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
     desc = images.describe(image)
     if desc and desc.get("idf_ver"):
         doc["build"]["idf"] = desc["idf_ver"]
-    warnings = []
     if desc and desc.get("version") and desc["version"] != version and _is_release_version(desc["version"]):
         # a board flashed with this image by cable takes its descriptor version for the installed
         # release (ota.update): a different one makes it refuse or reinstall the wrong releases
@@ -127,11 +238,16 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
         doc["expires"] = int(expires)
     if extra:
         doc.update(extra)
+    doc.update(staged)
+    if before is not None and before.get("version") == version and isinstance(before.get("created"), int):
+        doc["created"] = max(doc["created"], before["created"] + 1)  # newer, or devices call it a replay
     blob = keys.sign(doc, signing_keys)
-    name = manifest_name or "%s.json" % channel
-    write_atomic(os.path.join(out_dir, name), blob)
-    return {"manifest": os.path.join(out_dir, name), "version": version, "chip": chip, "image_sha256": image_sha,
-            "artifacts": arts, "skipped_deltas": skipped, "manifest_bytes": len(blob), "warnings": warnings}
+    write_atomic(os.path.join(out_dir, manifest_file), blob)
+    return {"manifest": os.path.join(out_dir, manifest_file), "version": version, "chip": chip, "image_sha256": image_sha,
+            "artifacts": arts, "skipped_deltas": skipped, "manifest_bytes": len(blob), "warnings": warnings,
+            "stage": {"percent": staged.get("rollout", {}).get("percent", 100), "salt": staged.get("rollout", {}).get("salt"),
+                      "halted": staged.get("halted") is True},
+            "replaced": before.get("version") if before is not None else None}
 
 
 def _is_release_version(text):
@@ -165,6 +281,9 @@ def verify(manifest_path, public_keys, threshold=1, images_dir=None):
             data = f.read()
         if len(data) != a.size or hashlib.sha256(data).digest() != a.sha256:
             raise ToolError("artifact %s does not match its signed size/SHA-256" % a.url)
+        if not named_by_content(os.path.basename(a.url), binascii.hexlify(a.sha256).decode()):
+            raise ToolError("artifact %s is not named by its content (sha256-<first 16 hex of its SHA-256>.<ext>)"
+                            % a.url, "rebuild the release with ota-tool release")
         out = _decode(a, data, m, root)
         if out is None:
             entry["checked"] = "hash only (base image not found locally)"

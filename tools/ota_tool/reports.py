@@ -36,6 +36,7 @@ MAX_STRING = 256
 DEFAULT_NAME = "ota-reports.sqlite"
 DEFAULT_MAX_FAILURE_RATE = 0.05
 STATUS_REFRESH_S = 30
+DEVICE_LIST_MAX = 1000  # devices listed by fleet, /status and /status.json (most recently seen first)
 
 EVENTS = ("checking", "downloading", "installed", "confirmed", "rolled_back", "refused", "failed",
           "up_to_date", "not_now")
@@ -265,6 +266,9 @@ class _Reader:
         self.path = path
 
     def __enter__(self):
+        if os.path.isdir(self.path):
+            raise ToolError("%s is a folder, not a reports database" % self.path,
+                            "give the ota-reports.sqlite that ota-tool serve writes")
         try:
             self.db = sqlite3.connect("file:%s?mode=ro" % _uri_path(self.path), uri=True, timeout=10)
         except sqlite3.Error as e:
@@ -416,7 +420,37 @@ def summarize(db, versions=None):
     if versions is not None:
         releases = [e for e in releases if e["version"] in versions]
     return {"devices": devices, "reports": count, "generated": time.time(), "latest_events": latest,
-            "unattributed_failures": unattributed, "releases": releases}
+            "unattributed_failures": unattributed, "releases": releases, "device_list": device_list(db)}
+
+
+def device_list(db, limit=DEVICE_LIST_MAX):
+    """The devices, most recently heard from first (at most `limit`): id, release (the running
+    version it last reported), app (the app bundle version it last reported), state (its latest
+    event, with the release and reason it names), channel, last_seen (receive time)."""
+    out = []
+    rows = db.execute(
+        "SELECT r.device_id, r.event, r.target_version, r.reason, r.received, r.channel, "
+        "(SELECT running_version FROM reports x WHERE x.device_id = r.device_id AND x.running_version IS NOT NULL "
+        " ORDER BY x.id DESC LIMIT 1), "
+        "(SELECT raw FROM reports y WHERE y.device_id = r.device_id AND y.raw LIKE '%\"app_version\"%' "
+        " ORDER BY y.id DESC LIMIT 1) "
+        "FROM reports r WHERE r.id IN (SELECT max(id) FROM reports GROUP BY device_id) "
+        "ORDER BY r.received DESC, r.id DESC LIMIT ?", (limit,))
+    for dev, event, target, reason, received, channel, running, app_raw in rows:
+        app = None
+        if app_raw:
+            try:
+                app = json.loads(app_raw).get("app_version")
+            except ValueError:
+                pass
+        state = event.replace("_", " ")
+        if target:
+            state += " " + target
+        if reason:
+            state += ": " + reason
+        out.append({"device_id": dev, "release": running, "app": app if isinstance(app, str) else None,
+                    "state": state, "event": event, "channel": channel, "last_seen": received})
+    return out
 
 
 def summary_from_path(path, versions=None):
@@ -427,7 +461,10 @@ def summary_from_path(path, versions=None):
         try:
             return summarize(db, versions)
         except sqlite3.Error as e:
-            raise ToolError("%s is not a reports database: %s" % (path, e))
+            from .filekinds import of_path
+
+            raise ToolError("%s is %s, not a reports database (%s)" % (path, of_path(path), e),
+                            "give the ota-reports.sqlite that ota-tool serve writes (--reports PATH)")
 
 
 def release_entry(summary, version):
@@ -505,6 +542,42 @@ def _cell(e, key):
     return str(e[key])
 
 
+def when(t, now=None):
+    """A receive time as people read it: UTC, and how long ago."""
+    now = time.time() if now is None else now
+    ago = max(0, int(now - t))
+    rel = "%d s" % ago if ago < 120 else "%d min" % (ago // 60) if ago < 7200 else "%d h" % (ago // 3600) \
+        if ago < 172800 else "%d days" % (ago // 86400)
+    return "%s UTC (%s ago)" % (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)), rel)
+
+
+DEVICE_COLUMNS = (("device_id", "DEVICE"), ("release", "RELEASE"), ("app", "APP"), ("state", "STATE"),
+                  ("last_seen", "LAST SEEN"))
+
+
+def _device_cells(d, now):
+    return [d["device_id"], d["release"] or "-", d["app"] or "-", d["state"], when(d["last_seen"], now)]
+
+
+def _columns(rows):
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def format_devices(summary, most=50):
+    """The device list as text lines (ota-tool fleet)."""
+    devs = summary.get("device_list") or []
+    if not devs:
+        return []
+    now = summary.get("generated")
+    rows = [[h for _, h in DEVICE_COLUMNS]] + [_device_cells(d, now) for d in devs[:most]]
+    lines = ["", "devices, most recently heard from first:"] + _columns(rows)
+    if len(devs) > most or summary["devices"] > len(devs):
+        lines.append("... and %d more (ota-tool fleet --json lists %d)" % (summary["devices"] - min(most, len(devs)),
+                                                                            len(devs)))
+    return lines
+
+
 def format_table(summary):
     """The summary as a text table (ota-tool fleet)."""
     rows = [[h for _, h in TABLE_COLUMNS]]
@@ -521,7 +594,7 @@ def format_table(summary):
     if summary["unattributed_failures"]:
         lines.append("devices failing before a release was known: %s" % ", ".join(
             "%s %d" % kv for kv in sorted(summary["unattributed_failures"].items())))
-    return "\n".join(lines)
+    return "\n".join(lines + format_devices(summary))
 
 
 def status_html(summary, max_failure_rate=DEFAULT_MAX_FAILURE_RATE):
@@ -556,6 +629,15 @@ def status_html(summary, max_failure_rate=DEFAULT_MAX_FAILURE_RATE):
     if summary["latest_events"]:
         out.append("<h2>Latest event per device</h2><p>%s</p>" % esc(", ".join(
             "%s %d" % kv for kv in sorted(summary["latest_events"].items()))))
+    devs = summary.get("device_list") or []
+    if devs:
+        out.append("<h2>Devices</h2><p>%d shown, most recently heard from first</p><table><tr>%s</tr>" % (
+            len(devs), "".join("<th>%s</th>" % esc(h) for _, h in DEVICE_COLUMNS)))
+        for d in devs:
+            bad = d["event"] in ("rolled_back", "failed", "refused")
+            out.append("<tr>%s</tr>" % "".join('<td%s>%s</td>' % (' class="bad"' if bad and i == 3 else "", esc(c))
+                                               for i, c in enumerate(_device_cells(d, summary["generated"]))))
+        out.append("</table>")
     if summary.get("manifests") is not None:
         out.append('<p class="muted">Stage: read from the manifests in the release folder; their '
                    "signatures are not checked by this page.</p>")

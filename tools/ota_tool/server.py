@@ -612,9 +612,42 @@ def make_server(root, port=0, tls_dir=None, bind="127.0.0.1", sans=(), quiet=Tru
     except ToolError:
         httpd.server_close()
         raise
+    for method in ("GET", "HEAD"):
+        httpd.add_route(method, "/", lambda req: (200, "text/html; charset=utf-8",
+                                                  index_page(httpd.root, httpd.reports is not None)))
     httpd.reports_owned = not isinstance(reports, reports_mod.ReportStore)
     url = "%s://%s:%d/" % ("https" if tls else "http", url_host(bind), httpd.server_address[1])
     return httpd, url, files
+
+
+def index_page(root, with_reports):
+    """GET /: what this server publishes (the manifests, their stage) and where devices point."""
+    import html
+
+    from .reports import attach_manifests
+
+    esc = html.escape
+    found = attach_manifests({"releases": []}, root)["manifests"]
+    out = ['<!doctype html><html><head><meta charset="utf-8"><title>ota-tool serve</title>',
+           "<style>body{font-family:sans-serif;margin:1em}td,th{padding:.2em .6em;text-align:left}</style></head><body>",
+           "<h1>Signed OTA releases</h1>"]
+    if found:
+        out.append("<table><tr><th>manifest</th><th>release</th><th>channel</th><th>stage</th></tr>")
+        for m in found:
+            out.append('<tr><td><a href="%s">%s</a></td><td>%s</td><td>%s</td><td>%s</td></tr>' % (
+                esc(m["file"]), esc(m["file"]), esc(str(m["version"])), esc(str(m["channel"])),
+                "halted" if m["halted"] else "%s%%" % m["percent"]))
+        out.append("</table>")
+    else:
+        out.append("<p>No release published yet: <code>ota-tool release micropython.bin --key KEY.pem "
+                   "--version X.Y.Z --out %s</code></p>" % esc(root))
+    out.append("<p>Devices: settings <code>source</code> = this URL + <code>&lt;channel&gt;.json</code>%s; "
+               "<code>ota-tool deploy --server</code> this URL <code>--ca</code> the CA file the server printed.</p>"
+               % (", <code>report_url</code> = this URL + <code>report</code>" if with_reports else ""))
+    if with_reports:
+        out.append('<p>Fleet: <a href="status">status</a> (<a href="status.json">JSON</a>)</p>')
+    out.append("</body></html>\n")
+    return "".join(out).encode()
 
 
 def start_server(root, port=0, tls_dir=None, bind="127.0.0.1", sans=(), quiet=True, tls=True, log_stream=None,

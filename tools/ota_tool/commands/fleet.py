@@ -1,11 +1,13 @@
 """`ota-tool fleet`: the fleet by release, from the device status reports."""
 import json
 
-HELP = "show, per release, how many devices run it, are pending, failed or rolled back (from the reports)"
+HELP = "the fleet from the device reports: per release, devices running it, pending, failed, rolled back; and each device"
 DESCRIPTION = """Summarise the device status reports that `ota-tool serve` stored: per release, the devices
 running it, and of those that attempted it how many are downloading, pending (installed, not yet
 confirmed), confirmed, failed, rolled back, with the failure rate (failed + rolled back) / attempted.
-A device counts once per release, by its most recent attempt at it (see ota_tool.reports.summarize)."""
+A device counts once per release, by its most recent attempt at it (see ota_tool.reports.summarize).
+Then the devices, most recently heard from first: id (what `ota-tool notify --device` takes), the
+release it runs, its app bundle, its state (latest event) and when it was last heard from."""
 
 
 def add_arguments(p):
@@ -20,9 +22,14 @@ def run(args):
     from .. import reports
     from ..errors import ToolError
 
+    import os
+
     if args.reports:
         path = args.reports
     elif args.release_dir:
+        if not os.path.isdir(args.release_dir):
+            raise ToolError("%s is not a folder" % args.release_dir,
+                            "give the folder ota-tool serve serves (its reports are next to it), or --reports PATH")
         path = reports.default_path(args.release_dir)
     else:
         raise ToolError("which reports?", "give RELEASE_DIR or --reports PATH")

@@ -3,12 +3,18 @@ import os
 import sys
 
 HELP = "make a signed release of an app image (micropython.bin) in a repository folder"
-DESCRIPTION = (HELP + ". Validates the image (refuses a merged firmware.bin), writes content-addressed "
-               "artifacts (raw, optionally zlib and delta patches) and then the signed <channel>.json manifest.")
+DESCRIPTION = (HELP + ". Validates the image (a merged firmware.bin is refused, or taken apart with "
+               "--extract-app), checks it fits the OTA slots of the layout, writes content-addressed artifacts "
+               "(raw, optionally zlib and delta patches) and then the signed <channel>.json manifest. A release can "
+               "start staged (--percent) or halted (--halt): widen it later with ota-tool rollout. Releasing the "
+               "version already published needs --replace, an older one --allow-older.")
 
 
 def add_arguments(p):
     p.add_argument("image", metavar="FIRMWARE.bin", help="the app image (micropython.bin)")
+    p.add_argument("--extract-app", action="store_true",
+                   help="FIRMWARE.bin is MicroPython's merged firmware.bin (or a whole-flash image): take the app "
+                        "out of it with its own partition table, and check it")
     p.add_argument("--key", action="append", required=True, metavar="KEY.pem", help="signing key (repeat for several signatures)")
     p.add_argument("--passphrase-env", metavar="VAR", help="passphrase of the key(s), from this environment variable")
     p.add_argument("--version", required=True, help="release version, MAJOR.MINOR.PATCH[-PRE]")
@@ -19,10 +25,21 @@ def add_arguments(p):
     p.add_argument("--compress", action="store_true", help="also publish a zlib artifact")
     p.add_argument("--wbits", type=int, default=12, help="zlib window bits for compressed/delta artifacts (default 12: 4 KiB on the device)")
     p.add_argument("--from", dest="bases", action="append", default=[], metavar="OLD.bin", help="also publish a delta patch from this older image (repeatable)")
-    p.add_argument("--requires-micropython", metavar="X.Y.Z")
-    p.add_argument("--requires-idf", metavar="X.Y.Z")
+    p.add_argument("--percent", type=int, metavar="N",
+                   help="start staged: only N%% of the devices (0..100) may install it (ota-tool rollout widens it)")
+    p.add_argument("--salt", metavar="S", help="with --percent: the salt that picks the devices of a stage (default: random)")
+    p.add_argument("--halt", action="store_true", help="publish it halted: no device starts it until ota-tool rollout --resume")
+    p.add_argument("--replace", action="store_true",
+                   help="release the version that is already published again (its stage and the artifacts that "
+                        "still fit the image are kept)")
+    p.add_argument("--allow-older", action="store_true",
+                   help="publish a version older than the one published (devices install it only with allow_downgrade)")
+    p.add_argument("--partitions", metavar="CSV",
+                   help="the devices' partition table: the image must fit its OTA slots (default: partitions.csv)")
+    p.add_argument("--requires-micropython", metavar="X.Y.Z", help="devices must run at least this MicroPython version")
+    p.add_argument("--requires-idf", metavar="X.Y.Z", help="devices must run at least this ESP-IDF version")
     p.add_argument("--expires-days", type=float, help="manifest expiry (judged only by devices with a trusted clock)")
-    p.add_argument("--commit", help="source revision to record")
+    p.add_argument("--commit", metavar="REV", help="source revision to record in the manifest's build info")
     p.add_argument("--app", metavar="APP.json", help="the signed app document (ota-tool release-app, in the same --out "
                    "folder) that must come with this firmware: devices stage it first and switch to it at the first boot")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -31,8 +48,11 @@ def add_arguments(p):
 def run(args):
     import time
 
+    from ota.errors import OTAError
+
     from .. import keys, release
     from ..errors import ToolError
+    from ..partitions import PartitionTableError
 
     passphrase = os.environ.get(args.passphrase_env) if args.passphrase_env else None
     signers = [keys.load_private(k, passphrase) for k in args.key]
@@ -41,8 +61,37 @@ def run(args):
         try:
             with open(path, "rb") as f:
                 return f.read()
+        except IsADirectoryError:
+            raise ToolError("%s is a folder, not a file" % path)
         except OSError as e:
             raise ToolError("cannot read %s: %s" % (path, e.strerror))
+
+    def app_image(path):
+        from .. import filekinds
+
+        data = read(path)
+        got = filekinds.kind(data[:filekinds.SNIFF], len(data))
+        if args.extract_app and path == args.image:
+            app, where = filekinds.extract_app(data)
+            print("%s: %s" % (path, where), file=sys.stderr if args.json else sys.stdout)
+            return app
+        if got not in ("an ESP32 app image", "binary data") and not got.startswith("an ESP image"):
+            # (the device's own check below words what is wrong with an image, or with unknown bytes)
+            hint = None
+            if "merged" in got or "whole-flash" in got:
+                hint = "use micropython.bin from the build folder, or add --extract-app to take the app out of it"
+            if hint is None:
+                filekinds.refuse(path, "app", got)
+            raise ToolError("%s is %s, not an ESP32 app image" % (path, got), hint)
+        return data
+
+    csv = None
+    if args.partitions:
+        try:
+            with open(args.partitions) as f:
+                csv = f.read()
+        except (OSError, UnicodeError) as e:
+            raise ToolError("cannot read %s as a partition table CSV: %s" % (args.partitions, getattr(e, "strerror", None) or e))
 
     requires = {}
     if args.requires_micropython:
@@ -56,20 +105,28 @@ def run(args):
 
         extra = {"app": app_release.app_reference(args.app, args.out)}
     try:
-        info = release.build(read(args.image), args.version, signers, args.out, channel=args.channel,
+        info = release.build(app_image(args.image), args.version, signers, args.out, channel=args.channel,
                              security_version=args.security_version, board=args.board, compress=args.compress,
-                             wbits=args.wbits, bases=[read(b) for b in args.bases], requires=requires or None,
-                             expires=expires, commit=args.commit, extra=extra)
+                             wbits=args.wbits, bases=[app_image(b) for b in args.bases], requires=requires or None,
+                             expires=expires, commit=args.commit, extra=extra, percent=args.percent, salt=args.salt,
+                             halt=args.halt, replace=args.replace, allow_older=args.allow_older, partitions_csv=csv)
     except ToolError:
         raise
-    except Exception as e:  # OTAError from the device-side checks of the version string, etc.
-        raise ToolError(str(e))
+    except OTAError as e:  # the device-side checks of the version string, etc.
+        raise ToolError(e.message or e.reason)
+    except PartitionTableError as e:
+        raise ToolError("%s: %s" % (args.partitions or "partitions.csv", e), "fix that row")
     for w in info["warnings"]:
         print("warning: " + w, file=sys.stderr)
     if args.json:
         print(json.dumps(dict(info, ok=True)))
     else:
-        print("release %s (%s) -> %s" % (info["version"], info["chip"], info["manifest"]))
+        st = info["stage"]
+        print("release %s (%s) -> %s: %s%s" % (
+            info["version"], info["chip"], info["manifest"],
+            "halted" if st["halted"] else "live to %d%% of the devices%s" % (
+                st["percent"], " (salt %s)" % st["salt"] if st["salt"] else ""),
+            "; replaces the %s published before" % info["replaced"] if info["replaced"] else ""))
         for a in info["artifacts"]:
             print("  %-6s %-32s %9d bytes" % (a["encoding"], a["url"], a["size"]))
         for s in info["skipped_deltas"]:

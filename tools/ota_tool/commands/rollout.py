@@ -8,7 +8,7 @@ Devices install it only when hash(salt, device id) falls under the percentage, a
 halted: this works with plain static hosting. The manifest is verified with the device's code first
 and must be signed by exactly the key(s) given. Widening (a higher percentage, --resume, or a new
 salt) is refused when the device reports show a failure + rollback rate above --max-failure-rate, or
-fewer than --min-reports devices attempted the release, unless --force. Narrowing and --halt always work.
+fewer than --min-reports devices (default 1) attempted the release, unless --force. Narrowing and --halt always work.
 Without a change, shows the current stage and the numbers the gate would use."""
 
 
@@ -25,8 +25,9 @@ def add_arguments(p):
     p.add_argument("--reports", metavar="PATH", help="the reports database (default: MANIFEST's folder/../ota-reports.sqlite)")
     p.add_argument("--max-failure-rate", type=float, default=0.05, metavar="R",
                    help="refuse to widen above this (failed + rolled back) / attempted rate (default 0.05)")
-    p.add_argument("--min-reports", type=int, default=0, metavar="N",
-                   help="refuse to widen until at least N devices attempted the release (default 0)")
+    p.add_argument("--min-reports", type=int, default=1, metavar="N",
+                   help="refuse to widen until at least N devices attempted the release (default 1: widening needs "
+                        "reports; 0 widens blind)")
     p.add_argument("--force", action="store_true", help="widen even when the reports say not to")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 

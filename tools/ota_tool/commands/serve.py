@@ -60,7 +60,8 @@ def run(args):
         reports=False if args.no_reports else (args.reports or True))
     print("serving %s at %s (Ctrl-C to stop)" % (httpd.root, url))
     if httpd.reports is not None:
-        print("device reports: POST %sreport -> %s; fleet status: %sstatus" % (url, httpd.reports.path, url))
+        print("device reports: POST %sreport -> %s; fleet: %sstatus (JSON: %sstatus.json)" % (
+            url, httpd.reports.path, url, url))
     elif not args.no_reports:
         from ..reports import default_path
 
@@ -68,17 +69,25 @@ def run(args):
               file=sys.stderr)
     if files is None:
         print("WARNING: plain HTTP: anyone on the network can read and change what devices download; "
-              "devices refuse http:// unless HttpFetcher(allow_http=True)", file=sys.stderr)
+              "devices refuse http:// unless their settings say \"secure\": false", file=sys.stderr)
+        print("set up a board for this server (a test network only):")
+        print("    ota-tool deploy --server %s --keys KEY.pem.pub --wifi SSID" % url)
     else:
         if files.created:
             print("made in %s: %s" % (files.dir, ", ".join(files.created)))
-        print("CA certificate: %s (PEM: %s)" % (files.ca_der_path, files.ca_pem))
-        print("CA SHA-256 fingerprint: %s" % files.fingerprint)
-        print("server certificate names: %s (add more with --san)" % ", ".join(server.default_sans(args.san)))
-        print("device: copy the CA to the device and trust only it, e.g.")
-        print("    mpremote cp %s :ca.der" % files.ca_der_path)
-        print('    HttpFetcher(ca=open("ca.der", "rb").read())')
-        print("  and set the device clock (NTP) first: certificate dates are checked.")
+        print("CA certificate: %s (SHA-256 fingerprint %s)" % (files.ca_der_path, files.fingerprint))
+        names = server.default_sans(args.san)
+        print("server certificate names: %s (add the name or address the boards use with --san)" % ", ".join(names))
+        print("set up a board for this server:")
+        print("    ota-tool deploy --server %s --ca %s --keys KEY.pem.pub --wifi SSID" % (
+            url if args.bind not in ("", "0.0.0.0", "::") else url.replace(server.url_host(args.bind), "HOST"),
+            files.ca_der_path))
+        if args.bind in ("", "0.0.0.0", "::"):
+            print("  HOST: a name or address of this machine the board reaches and the certificate names "
+                  "(127.0.0.1 for a simulated board)")
+        print("  the board's settings then name %s<channel>.json as the source and %sreport for reports; it "
+              "checks certificate dates, so its clock must be set (NTP)" % (url, url))
+    sys.stdout.flush()
     return _serve(httpd, httpd.reports.close if httpd.reports is not None else None)
 
 
