@@ -21,6 +21,23 @@ def test_help_everywhere():
         assert "usage: ota-tool " + name in res.stdout
 
 
+def test_every_option_has_help_and_ota_tool_alone_shows_it():
+    import argparse
+
+    missing = []
+    todo = [("ota-tool", cli.build_parser())]
+    while todo:
+        name, parser = todo.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += [("%s %s" % (name, n), p) for n, p in action.choices.items()]
+            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)) and not action.help:
+                missing.append("%s %s" % (name, "/".join(action.option_strings) or action.dest))
+    assert not missing, missing
+    res = ota_tool()
+    assert res.returncode == 0 and "COMMAND" in res.stdout and "sim-port" in res.stdout
+
+
 def test_usage_error_exit_code():
     assert ota_tool("no-such-command").returncode == 2
     assert ota_tool("inspect").returncode == 2

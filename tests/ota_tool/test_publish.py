@@ -229,3 +229,26 @@ def test_devices_update_from_the_bucket(clean_bucket, rel):
     for d in (dev, mp):
         assert d.slot_image("ota_1", len(V2)) == V2
     assert s3["proxy"].connections >= 4  # both devices went through TLS to the bucket
+
+
+def test_a_compressed_app_bundle_publishes_too(clean_bucket, rel):
+    """Every artifact, firmware or app, .file or .zlib, is named by its own bytes: one rule, checked here."""
+    from ota_tool import app_release
+
+    src = rel["tmp"] / "app"
+    src.mkdir()
+    (src / "main.py").write_text("print('hello')\n" * 200)
+    info = app_release.build_app(str(src), "1.0.0", [rel["key"]], rel["repo"], compress=True)
+    zname = "sha256-%s.zlib" % info["files"][0]["zsha256"][:16]
+    dest = "s3://%s/%s/" % (BUCKET, PREFIX)
+    s = publish.publish(rel["repo"], dest, endpoint_url=clean_bucket["endpoint"], dry_run=True, progress=False)
+    assert zname in [f["file"] for f in s["files"] if f["kind"] == publish.IMMUTABLE]
+    (rel["tmp"] / "repo" / zname).write_bytes(b"x\x9c" + bytes(20))  # a damaged artifact under its name
+    with pytest.raises(ToolError, match="content does not match the content-addressed name: " + zname):
+        publish.publish(rel["repo"], dest, endpoint_url=clean_bucket["endpoint"], dry_run=True, progress=False)
+
+
+def test_a_missing_bucket_is_named(s3, rel, capsys):
+    rc = cli.main(["publish", rel["repo"], "s3://no-such-bucket/p", "--endpoint-url", s3["endpoint"]])
+    err = capsys.readouterr().err
+    assert rc == 1 and "there is no bucket no-such-bucket" in err and "hint: create it first" in err, err

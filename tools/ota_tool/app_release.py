@@ -32,7 +32,8 @@ from .errors import ToolError
 from .files import write_atomic
 
 WBITS = 12  # the device's inflate window (ota.inflate.WBITS)
-SKIP = ("__pycache__", "*.pyc")  # never packed; nor are names starting with "."
+SKIP = ("__pycache__", "*.pyc")
+DAMAGED = "the release folder is damaged or was changed: release the app again (ota-tool release-app)"  # never packed; nor are names starting with "."
 
 
 def sha256_hex(data):
@@ -49,14 +50,14 @@ def _device(fn, *args):
     try:
         return fn(*args)
     except OTAError as e:
-        raise ToolError(e.message or e.reason)
+        raise ToolError(e.message or e.reason, "the device would refuse it too: see lib/ota/bundle.py for the rules")
 
 
 def collect(src_dir, exclude=()):
     """[(path inside the bundle, host path)] of the files below `src_dir`, sorted. Refuses
     symbolic links and names the device refuses."""
     if not os.path.isdir(src_dir):
-        raise ToolError("%s is not a folder" % src_dir)
+        raise ToolError("%s is not a folder" % src_dir, "give the folder of the app's files (app.py and the rest)")
     out = []
     for dirpath, dirnames, names in os.walk(src_dir, followlinks=False):
         rel_dir = os.path.relpath(dirpath, src_dir).replace(os.sep, "/")
@@ -74,10 +75,11 @@ def collect(src_dir, exclude=()):
             if os.path.islink(full):
                 raise ToolError("%s is a symbolic link: refusing to pack it" % rel, "copy the file into the folder instead")
             if not os.path.isfile(full):
-                raise ToolError("%s is not a regular file" % rel)
+                raise ToolError("%s is not a regular file" % rel, "leave it out with --exclude, or copy a regular file in")
             out.append((rel, full))
     if not out:
-        raise ToolError("%s holds no files to pack" % src_dir)
+        raise ToolError("%s holds no files to pack" % src_dir, "hidden files and __pycache__ are left out: is it the "
+                                                               "right folder?")
     return out
 
 
@@ -101,7 +103,7 @@ def build(files, version, signing_keys, out_dir, doc_type="app", root="app", cha
     """Write a signed bundle of `files` [(path, bytes)] into the repository `out_dir`. Returns a
     summary. The document is checked with the device's parser before anything is written."""
     if doc_type not in device_bundle.TYPES:
-        raise ToolError("document type must be one of %s" % ", ".join(device_bundle.TYPES))
+        raise ToolError("document type must be one of %s" % ", ".join(device_bundle.TYPES), "app or config")
     _device(device_manifest.parse_version, version)
     root = root.strip("/")
     _device(device_bundle.check_root, root)
@@ -157,26 +159,24 @@ def build_app(src_dir, version, signing_keys, out_dir, exclude=(), **kw):
 
 def build_config(settings_path, version, signing_keys, out_dir, path=None, **kw):
     """A configuration document: one settings file (a JSON object) at `path` in the app root."""
-    try:
-        with open(settings_path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ToolError("cannot read %s: %s" % (settings_path, e.strerror))
+    data = read_document(settings_path)
     try:
         parsed = json.loads(data)
-    except ValueError as e:
-        raise ToolError("%s is not JSON (%s)" % (settings_path, e), "a configuration document carries a JSON object")
+    except (ValueError, UnicodeError) as e:
+        from .filekinds import kind
+
+        raise ToolError("%s is %s, not JSON (%s)" % (settings_path, kind(data[:65536], len(data)), e),
+                        "a configuration document carries a JSON object of settings")
     if not isinstance(parsed, dict):
-        raise ToolError("%s must hold a JSON object" % settings_path)
+        raise ToolError("%s holds a JSON %s, not an object" % (settings_path, type(parsed).__name__),
+                        "write the settings as one object: {\"name\": value, ...}")
     return build([(path or os.path.basename(settings_path), data)], version, signing_keys, out_dir, "config", **kw)
 
 
 def read_document(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise ToolError("cannot read %s: %s" % (path, e.strerror))
+    from .files import read_bytes
+
+    return read_bytes(path)
 
 
 def document_type(blob):
@@ -209,19 +209,19 @@ def verify(doc_path, public_keys, threshold=1, files_dir=None):
         name = file_name_for(sha.hex())
         data = _artifact(root, name, path)
         if len(data) != size or hashlib.sha256(data).digest() != sha:
-            raise ToolError("%s (%s) does not match its signed size/SHA-256" % (name, path))
+            raise ToolError("%s (%s) does not match its signed size/SHA-256" % (name, path), DAMAGED)
         entry = {"path": path, "size": size, "artifact": name}
         if zsize is not None:
             zname = file_name_for(b.zname[path].hex(), True)
             z = _artifact(root, zname, path)
             if len(z) != zsize or not hashlib.sha256(z).digest().startswith(b.zname[path]):
-                raise ToolError("%s (%s) does not match its signed size/SHA-256" % (zname, path))
+                raise ToolError("%s (%s) does not match its signed size/SHA-256" % (zname, path), DAMAGED)
             try:
                 out = delta.drain(Inflate(delta.BytesSource(z), "zlib", b.wbits, size))
             except OTAError as e:
-                raise ToolError("%s (%s) does not inflate: %s" % (zname, path, e))
+                raise ToolError("%s (%s) does not inflate: %s" % (zname, path, e), DAMAGED)
             if out != data:
-                raise ToolError("%s (%s) does not inflate to the signed file" % (zname, path))
+                raise ToolError("%s (%s) does not inflate to the signed file" % (zname, path), DAMAGED)
             entry["zsize"] = zsize
         report["files"].append(entry)
     return report
@@ -234,7 +234,7 @@ def file_name_for(sha_hex, compressed=False):
 def _artifact(root, name, path):
     full = os.path.join(root, name)
     if not os.path.exists(full):
-        raise ToolError("%s (%s) is missing next to the document" % (name, path))
+        raise ToolError("%s (%s) is missing next to the document" % (name, path), "copy the whole release folder, or release the app again")
     with open(full, "rb") as f:
         return f.read()
 

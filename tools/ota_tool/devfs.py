@@ -550,7 +550,7 @@ def main(argv=None):
         if args.op == "format":
             if not format(args.device):
                 raise ToolError("%s has no room for a filesystem: its partitions reach the end of flash"
-                                % args.device)
+                                % args.device, "give it a partition table that leaves room at the end (a vfs row)")
             return 0
         with mount(args.device) as fs:
             if args.op == "ls":

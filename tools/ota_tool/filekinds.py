@@ -112,10 +112,10 @@ def read_head(path):
     try:
         with open(path, "rb") as f:
             return f.read(SNIFF), os.fstat(f.fileno()).st_size
-    except IsADirectoryError:
-        raise ToolError("%s is a folder, not a file" % path)
     except OSError as e:
-        raise ToolError("cannot read %s: %s" % (path, e.strerror or e))
+        from .files import os_error
+
+        raise os_error(e, path)
 
 
 def of_path(path):
@@ -136,18 +136,18 @@ def image_length(data, at=0):
     """Length of the ESP image starting at data[at] (header, segments, padding and checksum, the
     appended SHA-256): the layout of esp_app_format.h. ToolError if it runs past the data."""
     if not _is_esp_image(data[at:at + 24]):
-        raise ToolError("no ESP image at 0x%x" % at)
+        raise ToolError("no ESP image at 0x%x" % at, "give micropython.bin itself")
     pos = at + 24
     for _ in range(data[at + 1]):
         if pos + 8 > len(data):
-            raise ToolError("the image at 0x%x is cut short in its segment headers" % at)
+            raise ToolError("the image at 0x%x is cut short in its segment headers" % at, "the file is cut short: give micropython.bin from the build")
         _, n = struct.unpack_from("<II", data, pos)
         pos += 8 + n
     pos = ((pos - at) // 16 + 1) * 16 + at  # zero padding to 15 mod 16, then the checksum byte
     if data[at + 23] == 1:
         pos += 32
     if pos > len(data):
-        raise ToolError("the image at 0x%x runs past the end of the file" % at)
+        raise ToolError("the image at 0x%x runs past the end of the file" % at, "the file is cut short: give micropython.bin from the build")
     return pos - at
 
 
@@ -167,18 +167,18 @@ def extract_app(data):
     try:
         parts = ptable.from_binary(data[start:start + ptable.TABLE_LEN])
     except Exception as e:  # the table's own checks (MD5, overlaps) in its words
-        raise ToolError("the partition table inside is not valid: %s" % e)
+        raise ToolError("the partition table inside is not valid: %s" % e, "give micropython.bin itself")
     apps = [p for p in parts if p.is_app()]
     app_part = next((p for p in apps if p.subtype == 0x00), None) or next((p for p in apps if p.subtype == 0x10), None)
     if app_part is None:
-        raise ToolError("the partition table inside has no factory or ota_0 partition to hold the app")
+        raise ToolError("the partition table inside has no factory or ota_0 partition to hold the app", "give micropython.bin itself")
     at = app_part.offset - base
     if at < 0 or at >= len(data) or not _is_esp_image(data[at:at + 24]):
         raise ToolError("%s (0x%x) holds no app image in this file" % (app_part.name, app_part.offset),
                         "the merged image may be cut short: give micropython.bin")
     n = image_length(data, at)
     if n > app_part.size:
-        raise ToolError("the app at %s is %d bytes, more than its %d-byte partition" % (app_part.name, n, app_part.size))
+        raise ToolError("the app at %s is %d bytes, more than its %d-byte partition" % (app_part.name, n, app_part.size), "the image is damaged: give micropython.bin from the build")
     where = ("the app in %s at 0x%x (from the partition table at 0x%x of an image for flash offset 0x%x): %d bytes"
              % (app_part.name, app_part.offset, TABLE_OFFSET, base, n))
     return bytes(data[at:at + n]), where

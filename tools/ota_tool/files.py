@@ -7,6 +7,28 @@ from .errors import ToolError
 HASH_BLOCK = 1 << 20
 
 
+def os_error(e, path, doing="read"):
+    """A ToolError for an OSError on `path`: what happened, and what to do about it."""
+    if isinstance(e, FileNotFoundError):
+        return ToolError("no such file or folder: %s" % path, "check the path (a relative one starts in %s)" % os.getcwd())
+    if isinstance(e, IsADirectoryError):
+        return ToolError("%s is a folder, not a file" % path, "give a file (the folder holds what you want?)")
+    if isinstance(e, NotADirectoryError):
+        return ToolError("cannot %s %s: part of that path is a file, not a folder" % (doing, path), "check the path")
+    if isinstance(e, PermissionError):
+        return ToolError("cannot %s %s: permission denied" % (doing, path), "check its permissions and owner")
+    return ToolError("cannot %s %s: %s" % (doing, path, e.strerror or e), "check the path and the disk")
+
+
+def read_bytes(path, limit=-1):
+    """The bytes of a file (at most `limit`); ToolError saying why not."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit)
+    except OSError as e:
+        raise os_error(e, path)
+
+
 def write_atomic(path, data):
     """Replace `path` with `data` in one rename: readers see the old file or the new one. The
     temporary file has a hidden name (the release server never serves it) and the old mode."""
@@ -28,7 +50,7 @@ def write_atomic(path, data):
             os.remove(tmp)
         except OSError:
             pass
-        raise ToolError("cannot write %s: %s" % (path, e.strerror))
+        raise os_error(e, path, "write")
 
 
 def file_digest(path, algorithm="sha256"):

@@ -97,9 +97,19 @@ def _nvs_summary(flash, parts):
         return None
     p = parttable.find_first(parts, parttable.TYPE_DATA, parttable.SUBTYPE_DATA_NVS)
     try:
-        return nvs.dump(flash, p.offset, p.size)
+        out = nvs.dump(flash, p.offset, p.size)
     except Exception as e:  # a corrupt NVS is worth reporting, not worth failing the whole report
         return {"error": str(e)}
+    out["offset"] = p.offset
+    for e in out.get("entries", []):
+        if isinstance(e.get("value"), (bytes, bytearray)):  # blobs: text when they are, else hex (JSON)
+            try:
+                e["value"] = bytes(e["value"]).decode("utf-8")
+                e["encoding"] = "utf-8"
+            except UnicodeDecodeError:
+                e["value"] = bytes(e["value"]).hex()
+                e["encoding"] = "hex"
+    return out
 
 
 def predict_boot(path):
@@ -151,7 +161,25 @@ def format_text(info):
                 a["label"], a["length"], repr(app.get("version", "")), app.get("project", ""), a["sha256"][:16]))
         else:
             lines.append("  %-8s INVALID  %s" % (a["label"], a.get("problem")))
-    b = info["boot"]
+    nv = info.get("nvs")
+    if nv and nv.get("error"):
+        lines.append("nvs: unreadable: %s" % nv["error"])
+    elif nv:
+        states = {}
+        for pg in nv.get("pages", []):
+            states[pg["state"]] = states.get(pg["state"], 0) + 1
+        ents = nv.get("entries", [])
+        lines.append("nvs at 0x%x: %d pages (%s), %d entries%s" % (
+            nv.get("offset", 0), len(nv.get("pages", [])), ", ".join("%d %s" % (n, s) for s, n in sorted(states.items())),
+            len(ents), ":" if ents else ""))
+        for e in ents:
+            v = e.get("value")
+            text = repr(v) if not isinstance(v, str) else v if e.get("encoding") != "hex" else "0x" + v
+            if e.get("error"):
+                text = "unreadable: %s" % e["error"]
+            lines.append("  %-20s %-5s %s" % ("%s/%s" % (e.get("namespace"), e.get("key")), e.get("type"),
+                                                text if len(text) <= 100 else text[:97] + "..."))
+    b = info.get("boot") or {}
     if b.get("partition"):
         lines.append("next boot: %s" % b["partition"])
     else:

@@ -53,11 +53,9 @@ class Layout:
 
 
 def read_file(path, what):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise ToolError("cannot read %s %s: %s" % (what, path, e.strerror))
+    from .files import read_bytes
+
+    return read_bytes(path)
 
 
 def load_table(path=None, flash_size=4 * 1024 * 1024):
@@ -78,10 +76,12 @@ def load_table(path=None, flash_size=4 * 1024 * 1024):
             except ptable.PartitionTableError as e:
                 raise ToolError("%s: %s" % (path, e), "check the table, or give the CSV instead")
             return parts, ptable.to_binary(parts)
-        try:
-            text = raw.decode()
-        except UnicodeDecodeError:
-            raise ToolError("%s is neither a partition table CSV nor a binary table" % path)
+        from . import filekinds
+
+        got = filekinds.kind(raw[:filekinds.SNIFF], len(raw))
+        if got not in ("a partition table CSV", "a text file", "an empty file"):
+            filekinds.refuse(path, "csv", got)
+        text = raw.decode()
     try:
         parts = ptable.parse_csv(text, flash_size)
     except ptable.PartitionTableError as e:
@@ -286,6 +286,6 @@ def assemble(regions, flash_size=4 * 1024 * 1024):
     img = bytearray(b"\xff" * flash_size)
     for offset, data in regions:
         if offset + len(data) > flash_size:
-            raise ToolError("region at 0x%x runs past the 0x%x-byte flash" % (offset, flash_size))
+            raise ToolError("region at 0x%x runs past the 0x%x-byte flash" % (offset, flash_size), "give --flash-size of the board")
         img[offset:offset + len(data)] = data
     return bytes(img)

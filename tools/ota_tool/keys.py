@@ -63,17 +63,24 @@ def load_public(text_or_path):
     """A public key from base64/hex text, a .pub file, or a PEM private/public key file."""
     text = text_or_path
     if os.path.exists(text_or_path):
-        with open(text_or_path, "rb") as f:
-            data = f.read()
+        from .files import read_bytes
+
+        data = read_bytes(text_or_path, 64 * 1024)
         if data.startswith(b"-----BEGIN"):
             try:
                 k = serialization.load_pem_public_key(data)
             except ValueError:
                 k = load_private(text_or_path).public_key()
             if not isinstance(k, Ed25519PublicKey):
-                raise ToolError("%s is not an Ed25519 key" % text_or_path)
+                raise ToolError("%s is not an Ed25519 key" % text_or_path, "make one with ota-tool keygen")
             return public_bytes(k)
-        text = data.decode().split()[0]
+        try:
+            text = data.decode().split()[0]
+        except (UnicodeError, IndexError):
+            from .filekinds import kind
+
+            raise ToolError("%s is %s, not a public key" % (text_or_path, kind(data)),
+                            "give the .pub file from ota-tool keygen, or its base64 text")
     try:
         return device_trust.decode_key(text)
     except Exception:

@@ -537,7 +537,9 @@ def load_ca(path):
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise ToolError("cannot read the upstream CA %s: %s" % (path, e.strerror))
+        from .files import os_error
+
+        raise os_error(e, path)
     if b"-----BEGIN" in data:
         return data.decode("ascii", "replace")
     return data

@@ -103,7 +103,7 @@ class Board:
         for line in out.splitlines()[::-1]:
             if line.startswith(RESULT):
                 return json.loads(line[len(RESULT):])
-        raise ToolError("unexpected answer from the board: %r" % out[-200:])
+        raise ToolError("unexpected answer from the board: %r" % out[-200:], "run the command again; if it persists, reset the board (ota-tool device reset)")
 
     def implementation(self):
         """(name, version tuple, _mpy or None, machine, path list)."""

@@ -59,7 +59,7 @@ def parse_s3_url(url):
         raise ToolError("%r is not a valid bucket name" % bucket, "3-63 characters: a-z 0-9 . -")
     prefix = prefix.strip("/")
     if any(p in ("", ".", "..") for p in prefix.split("/")) and prefix:
-        raise ToolError("the prefix %r has empty, . or .. components" % prefix)
+        raise ToolError("the prefix %r has empty, . or .. components" % prefix, "e.g. s3://BUCKET/fleet/stable")
     return bucket, prefix
 
 
@@ -172,7 +172,7 @@ def scan(release_dir, prefix, manifest_max_age=DEFAULT_MANIFEST_MAX_AGE):
         raise ToolError("content does not match the content-addressed name: %s" % ", ".join(bad),
                         "the release folder is damaged: rebuild it with `ota-tool release`")
     if not files:
-        raise ToolError("nothing to publish in %s" % release_dir)
+        raise ToolError("nothing to publish in %s" % release_dir, "give the folder `ota-tool release` wrote")
     # keys.json before any other mutable file, then by name: a stable order for re-runs and logs
     files.sort(key=lambda f: (PHASES.index(f.kind), os.path.basename(f.rel) != "keys.json", f.rel))
     return files
@@ -220,19 +220,43 @@ class Bucket:
 
     def head(self, key):
         """{sha256, size, cache_control, content_type, etag} of the object, or None if absent."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             h = self.client.head_object(Bucket=self.name, Key=key)
+        except BotoCoreError as e:  # no answer, no credentials, a bad endpoint
+            raise ToolError("cannot reach s3://%s: %s" % (self.name, e), _cred_hint(e) or
+                            "check --endpoint-url (or $AWS_ENDPOINT_URL), --region and the network")
         except ClientError as e:
             code = str(e.response.get("Error", {}).get("Code", ""))
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in ("404", "NoSuchKey", "NotFound") or status == 404:
                 return None
-            raise ToolError("cannot read s3://%s/%s: %s" % (self.name, key, e), _cred_hint(e))
+            if code in ("NoSuchBucket",) or "NoSuchBucket" in str(e):
+                raise ToolError("there is no bucket %s at this endpoint" % self.name,
+                                "create it first, or check the bucket name and --endpoint-url")
+            raise ToolError("cannot read s3://%s/%s: %s" % (self.name, key, e), _cred_hint(e) or
+                            "check the bucket name, the endpoint and the credentials")
         return {"sha256": (h.get("Metadata") or {}).get("sha256"), "size": h.get("ContentLength"),
                 "cache_control": h.get("CacheControl"), "content_type": h.get("ContentType"),
                 "etag": (h.get("ETag") or "").strip('"')}
+
+    def check(self):
+        """Refuse, before anything else, a bucket that is not there or cannot be reached."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.name)
+        except BotoCoreError as e:
+            raise ToolError("cannot reach s3://%s: %s" % (self.name, e), _cred_hint(e) or
+                            "check --endpoint-url (or $AWS_ENDPOINT_URL), --region and the network")
+        except ClientError as e:
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404 or str(e.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket"):
+                raise ToolError("there is no bucket %s at this endpoint" % self.name,
+                                "create it first, or check the bucket name and --endpoint-url")
+            raise ToolError("cannot use s3://%s: %s" % (self.name, e), _cred_hint(e) or
+                            "check the credentials and that they may read and write this bucket")
 
     def upload(self, f, callback=None):
         from botocore.exceptions import BotoCoreError, ClientError
@@ -290,7 +314,7 @@ def plan(files, bucket, force=False):
             have = local.get(key)
             if have is not None:
                 if (size is not None and have.size != size) or (sha is not None and have.sha256 != sha):
-                    raise ToolError("%s names %s with another size/SHA-256 than the file in the folder" % (f.rel, url))
+                    raise ToolError("%s names %s with another size/SHA-256 than the file in the folder" % (f.rel, url), "the folder is damaged: release it again")
                 continue
             r = remote.get(key) or bucket.head(key)
             remote[key] = r
@@ -298,7 +322,7 @@ def plan(files, bucket, force=False):
                 raise ToolError("%s names %s, which is neither in the release folder nor in s3://%s/%s" % (
                     f.rel, url, bucket.name, key), "publish the folder that holds it (or rebuild the release)")
             if size is not None and r["size"] != size:
-                raise ToolError("s3://%s/%s has %s bytes, the manifest %s says %d" % (bucket.name, key, r["size"], f.rel, size))
+                raise ToolError("s3://%s/%s has %s bytes, the manifest %s says %d" % (bucket.name, key, r["size"], f.rel, size), "publish the release folder that holds this artifact")
     return files
 
 
@@ -317,12 +341,13 @@ def publish(release_dir, s3_url, endpoint_url=None, region=None, profile=None, m
             dry_run=False, force=False, progress=True, public_keys=None, threshold=1, client=None, log=None):
     """Upload RELEASE_DIR to s3://bucket/prefix in the safe order. Returns a summary dict."""
     if manifest_max_age < 0:
-        raise ToolError("--manifest-max-age must be >= 0")
+        raise ToolError("--manifest-max-age must be >= 0", "seconds, e.g. 60", exit_code=2)
     bucket_name, prefix = parse_s3_url(s3_url)
     files = scan(release_dir, prefix, manifest_max_age)
     if public_keys:
         verify_signatures(files, public_keys, threshold)
     bucket = Bucket(bucket_name, endpoint_url, region, profile, client)
+    bucket.check()
     plan(files, bucket, force)
     todo = [f for f in files if f.action == "upload"]
     summary = {"bucket": bucket_name, "prefix": prefix, "dry_run": dry_run, "files": [f.as_dict() for f in files],

@@ -46,25 +46,29 @@ def named_by_content(name, sha_hex):
     return m is not None and sha_hex.startswith(m.group(1))
 
 
+APP_HINT = "build output: use micropython.bin (the app), not firmware.bin (or --extract-app) nor an ELF"
+
+
 def check_image(data):
     """Refuse anything that is not a valid app image, with the device's own words; return the chip name."""
     if len(data) < appimage.PROLOGUE_LEN:
-        raise ToolError("the file is too short to be an ESP32 app image (%d bytes)" % len(data))
+        raise ToolError("the file is too short to be an ESP32 app image (%d bytes)" % len(data), APP_HINT)
     try:
         _, chip_id, _ = appimage.check_header(data[:appimage.PROLOGUE_LEN], None)
         check = appimage.ImageCheck(len(data), chip_id)
         check.feed(memoryview(data))
         check.finish()
     except OTAError as e:
-        hint = "build output: use micropython.bin (the app), not firmware.bin" if e.reason == "not_app_image" else None
-        raise ToolError("not a valid app image: %s" % e.message, hint)
+        raise ToolError("not a valid app image: %s" % e.message, APP_HINT if e.reason == "not_app_image" else
+                        "the image is damaged, or not a finished build: build it again")
     chip = CHIP_NAMES.get(chip_id)
     if chip is None:
-        raise ToolError("image is for an unknown chip id %d" % chip_id)
+        raise ToolError("image is for an unknown chip id %d" % chip_id, "build it for an ESP32-family chip")
     if chip in ("esp32", "esp32s2", "esp32s3", "esp32c3"):
         _, problems = images.parse(data, chip)
         if problems:
-            raise ToolError("esptool finds the image invalid: %s" % "; ".join(problems))
+            raise ToolError("esptool finds the image invalid: %s" % "; ".join(problems),
+                            "the image is damaged, or not a finished build: build it again")
     return chip
 
 
@@ -89,8 +93,12 @@ def published(path):
             blob = f.read(device_manifest.MAX_DOCUMENT + 1024)
     except FileNotFoundError:
         return None
+    except NotADirectoryError:
+        raise ToolError("%s is not a folder" % os.path.dirname(path), "--out takes the repository folder (made if missing)")
     except OSError as e:
-        raise ToolError("cannot read %s: %s" % (path, e.strerror))
+        from .files import os_error
+
+        raise os_error(e, path)
     try:
         import json
 
@@ -103,18 +111,20 @@ def published(path):
     return doc
 
 
-def slot_sizes(partitions_csv=None):
-    """Sizes of the OTA app slots (factory excluded: never written over the air) of a layout."""
+def slot_sizes(layout=None):
+    """Sizes of the OTA app slots (factory excluded: never written over the air) of a layout (a
+    list of ota_tool.partitions.Partition; default: the project's partitions.csv)."""
     from . import partitions as ptable
     from .sim import default_partitions_csv
 
-    parts = ptable.parse_csv(partitions_csv or default_partitions_csv())
+    parts = layout if layout is not None else ptable.parse_csv(default_partitions_csv())
     return [p.size for p in parts if p.is_ota_slot()]
 
 
 def check_fits(image_len, sizes, where="the layout"):
     if not sizes:
-        raise ToolError("%s has no OTA app slot: nothing can be updated over the air" % where)
+        raise ToolError("%s has no OTA app slot: nothing can be updated over the air" % where,
+                        "give the partition table of the devices (--partitions), with ota_0 and ota_1")
     if image_len > max(sizes):
         raise ToolError("the image is %d bytes: it fits no OTA slot of %s (largest %d bytes)" % (
             image_len, where, max(sizes)), "build a smaller firmware (size optimisation, fewer features), or "
@@ -129,10 +139,10 @@ def stage(percent=None, salt=None, halt=False):
     out = {}
     if percent is not None:
         if not 0 <= percent <= 100:
-            raise ToolError("--percent must be 0..100")
+            raise ToolError("--percent must be 0..100", "a share of the devices, e.g. --percent 10")
         out["rollout"] = {"percent": percent, "salt": check_salt(salt) if salt else new_salt()}
     elif salt is not None:
-        raise ToolError("--salt needs --percent")
+        raise ToolError("--salt needs --percent", "e.g. --percent 10 --salt 2026-05", exit_code=2)
     if halt:
         out["halted"] = True
     return out
@@ -141,17 +151,19 @@ def stage(percent=None, salt=None, halt=False):
 def build(image, version, signing_keys, out_dir, channel="stable", security_version=0, board="*",
           compress=False, wbits=12, bases=(), requires=None, expires=None, commit=None, min_saving=0.10,
           manifest_name=None, slot_size=None, created=None, extra=None, percent=None, salt=None, halt=False,
-          replace=False, allow_older=False, partitions_csv=None):
+          replace=False, allow_older=False, layout=None):
     """Write a signed release of `image` (bytes) into the repository `out_dir`. Returns a summary.
 
     percent/salt/halt: start staged or halted. The manifest already published under the same name
     is the release devices see now: the same version again needs `replace` (and keeps its stage and
     its artifacts that still fit the image), an older one `allow_older`."""
-    new_key = device_manifest.parse_version(version)  # refuse a version the device would refuse
+    try:
+        new_key = device_manifest.parse_version(version)  # refuse a version the device would refuse
+    except OTAError as e:
+        raise ToolError(e.message, "versions are MAJOR.MINOR.PATCH[-PRE], e.g. 1.2.0 or 1.3.0-rc.1")
     chip = check_image(image)
     warnings = []
-    too_small = check_fits(len(image), slot_sizes(partitions_csv),
-                           "the target layout" if partitions_csv else "partitions.csv")
+    too_small = check_fits(len(image), slot_sizes(layout), "the target layout" if layout is not None else "partitions.csv")
     if too_small:
         warnings.append("the image (%d bytes) does not fit every OTA slot of the layout (%s): devices refuse it as "
                         "too_large where it lands in a smaller one" % (len(image), ", ".join(map(str, too_small))))
@@ -261,9 +273,13 @@ def _is_release_version(text):
 def verify(manifest_path, public_keys, threshold=1, images_dir=None):
     """Check a release exactly as a device would, plus its files. Returns a report dict; raises
     ToolError on the first problem."""
-    with open(manifest_path, "rb") as f:
-        blob = f.read()
-    trust = Trust.from_list(public_keys, threshold)
+    from .files import read_bytes
+
+    blob = read_bytes(manifest_path)
+    try:
+        trust = Trust.from_list(public_keys, threshold)
+    except OTAError as e:
+        raise ToolError(e.message, "--threshold is at most the number of --pubkey keys")
     try:
         m = device_manifest.load(blob, trust)
     except OTAError as e:
@@ -276,11 +292,13 @@ def verify(manifest_path, public_keys, threshold=1, images_dir=None):
         path = os.path.join(root, a.url) if "://" not in a.url else None
         entry = {"url": a.url, "encoding": a.encoding, "size": a.size}
         if path is None or not os.path.exists(path):
-            raise ToolError("artifact %s is missing next to the manifest" % a.url)
+            raise ToolError("artifact %s is missing next to the manifest" % a.url,
+                            "copy the whole release folder (or release it again with ota-tool release)")
         with open(path, "rb") as f:
             data = f.read()
         if len(data) != a.size or hashlib.sha256(data).digest() != a.sha256:
-            raise ToolError("artifact %s does not match its signed size/SHA-256" % a.url)
+            raise ToolError("artifact %s does not match its signed size/SHA-256" % a.url,
+                            "the folder is damaged or was changed: release it again with ota-tool release")
         if not named_by_content(os.path.basename(a.url), binascii.hexlify(a.sha256).decode()):
             raise ToolError("artifact %s is not named by its content (sha256-<first 16 hex of its SHA-256>.<ext>)"
                             % a.url, "rebuild the release with ota-tool release")
@@ -289,7 +307,8 @@ def verify(manifest_path, public_keys, threshold=1, images_dir=None):
             entry["checked"] = "hash only (base image not found locally)"
         else:
             if len(out) != m.image_size or sha256_hex(out) != image_sha:
-                raise ToolError("artifact %s does not produce the signed image" % a.url)
+                raise ToolError("artifact %s does not produce the signed image" % a.url,
+                                "the folder is damaged or was changed: release it again with ota-tool release")
             check_image(out)
             entry["checked"] = "produces the signed image"
         report["artifacts"].append(entry)

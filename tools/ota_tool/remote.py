@@ -231,7 +231,7 @@ def read_config(board):
         raise ToolError("%s on the board is not valid JSON (%s)" % (CONFIG_PATH, e),
                         "replace it: ota-tool deploy --port PORT --config FILE --no-app")
     if not isinstance(doc, dict):
-        raise ToolError("%s on the board does not hold a JSON object" % CONFIG_PATH)
+        raise ToolError("%s on the board does not hold a JSON object" % CONFIG_PATH, "replace it: ota-tool deploy --port PORT --config FILE --no-app")
     return doc
 
 
@@ -277,7 +277,7 @@ def set_path(doc, key, value):
         if nxt is None:
             nxt = cur[part] = {}
         if not isinstance(nxt, dict):
-            raise ToolError("%s: %r is not an object" % (CONFIG_PATH, part))
+            raise ToolError("%s: %r is not an object" % (CONFIG_PATH, part), "list it all: ota-tool device config get")
         cur = nxt
     cur[parts[-1]] = value
 
@@ -286,5 +286,5 @@ def unset_path(doc, key):
     parts = key.split(".")
     parent = get_path(doc, ".".join(parts[:-1])) if len(parts) > 1 else doc
     if not isinstance(parent, dict) or parts[-1] not in parent:
-        raise ToolError("%s has no %r" % (CONFIG_PATH, key))
+        raise ToolError("%s has no %r" % (CONFIG_PATH, key), "list it all: ota-tool device config get")
     del parent[parts[-1]]

@@ -272,7 +272,7 @@ class _Reader:
         try:
             self.db = sqlite3.connect("file:%s?mode=ro" % _uri_path(self.path), uri=True, timeout=10)
         except sqlite3.Error as e:
-            raise ToolError("cannot read the reports database %s: %s" % (self.path, e))
+            raise ToolError("cannot read the reports database %s: %s" % (self.path, e), "give the ota-reports.sqlite that ota-tool serve writes")
         return self.db
 
     def __exit__(self, *exc):

@@ -37,7 +37,7 @@ def new_salt():
 
 def check_salt(salt):
     if not 1 <= len(salt) <= SALT_MAX or any(not (0x21 <= ord(c) <= 0x7E) or c == "\\" for c in salt):
-        raise ToolError("salt %r: 1..%d printable ASCII characters, no spaces or backslash" % (salt, SALT_MAX))
+        raise ToolError("salt %r: 1..%d printable ASCII characters, no spaces or backslash" % (salt, SALT_MAX), "e.g. --salt 2026-05")
     return salt
 
 
@@ -86,7 +86,7 @@ def change(manifest_path, signers, percent=None, salt=None, halt=None, reports_p
     halt: True (halt), False (resume), None (keep). reports_path: the reports database or None.
     Returns a dict (before, after, changed, widening, gate, known devices...); ToolError when refused."""
     if percent is not None and not 0 <= percent <= 100:
-        raise ToolError("--percent must be 0..100")
+        raise ToolError("--percent must be 0..100", "a share of the devices, e.g. --percent 25")
     if salt is not None:
         check_salt(salt)
     if not signers:
@@ -95,12 +95,14 @@ def change(manifest_path, signers, percent=None, salt=None, halt=None, reports_p
         with open(manifest_path, "rb") as f:
             blob = f.read(device_manifest.MAX_DOCUMENT + 1024)
     except OSError as e:
-        raise ToolError("cannot read %s: %s" % (manifest_path, e.strerror))
+        from .files import os_error
+
+        raise os_error(e, manifest_path)
     m = load_verified(blob, signers)
     doc = m.doc
     _, body = device_manifest.split(blob)
     if keys.canonical(doc) != body:  # signing again must not change a byte we did not mean to
-        raise ToolError("the manifest document does not re-serialise to the same bytes: refusing to sign it again")
+        raise ToolError("the manifest document does not re-serialise to the same bytes: refusing to sign it again", "release it again with ota-tool release --replace")
     before_pct, before_salt, before_halted = stage_of(doc)
     after_pct = before_pct if percent is None else percent
     after_halted = before_halted if halt is None else bool(halt)
@@ -172,7 +174,7 @@ def change(manifest_path, signers, percent=None, salt=None, halt=None, reports_p
     out = keys.sign(new, signers)
     check = load_verified(out, signers)  # exactly what a device will do with it
     if (check.rollout_percent, check.halted) != (after_pct, after_halted):
-        raise ToolError("internal error: the re-signed manifest does not read back as asked")
+        raise ToolError("the re-signed manifest does not read back as asked", "nothing was written; report it")
     write_atomic(manifest_path, out)
     result["written"] = True
     result["manifest_bytes"] = len(out)

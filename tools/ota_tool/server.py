@@ -129,7 +129,13 @@ def ensure_tls(tls_dir, sans=()):
         raise ToolError("the cryptography package is needed to make TLS certificates",
                         "pip install 'cryptography>=42'")
     files = TlsFiles(tls_dir)
-    os.makedirs(tls_dir, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(tls_dir, mode=0o700, exist_ok=True)
+    except OSError as e:
+        from .files import os_error
+
+        err = os_error(e, tls_dir, "make the TLS folder")
+        raise ToolError(err.message, "--tls-dir takes a folder for the CA and the server certificate")
     now = datetime.datetime.now(datetime.timezone.utc)
     pem = serialization.Encoding.PEM
 

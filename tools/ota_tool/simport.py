@@ -152,7 +152,7 @@ class SimPort:
         except Brick as e:
             raise ToolError("the simulated board does not boot: %s" % e, "re-flash it (ota-tool flash --merge-only)")
         if early is not None:
-            raise ToolError("the simulated board did not boot (%s)" % early.kind)
+            raise ToolError("the simulated board did not boot (%s)" % early.kind, "inspect it: ota-tool inspect FLASH")
         self._board = board
         self._chip = sim_chip.LocalChip(board)
         self.boots.append(board.running.label)
@@ -207,7 +207,13 @@ class SimPort:
         if not os.path.isfile(self.flash):
             raise ToolError("no simulated device at %s" % self.flash, "ota-tool demo makes one, or pass --new")
         heap_kib(self.heap)
-        os.makedirs(self.fs_dir, exist_ok=True)
+        try:
+            os.makedirs(self.fs_dir, exist_ok=True)
+        except OSError as e:
+            from .files import os_error
+
+            err = os_error(e, self.fs_dir, "make the folder")
+            raise ToolError(err.message, "--fs takes a folder that plays the board's filesystem")
         self._tmp = tempfile.mkdtemp(prefix="ota-simport-")
         self._watchdog = sim.Watchdog(self._tmp)
         self._power_on()
@@ -220,10 +226,10 @@ class SimPort:
         self._thread.start()
         if not self._ready.wait(30):
             self.stop()
-            raise ToolError("MicroPython did not attach to the simulated board within 30 s")
+            raise ToolError("MicroPython did not attach to the simulated board within 30 s", "the machine may be busy: try again")
         if self.error:
             self.stop()
-            raise ToolError(self.error)
+            raise ToolError(self.error, "inspect the board: ota-tool inspect FLASH")
         return self
 
     @property

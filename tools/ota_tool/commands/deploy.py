@@ -15,6 +15,7 @@ DESCRIPTION = (
 
 def add_arguments(p):
     from ..ports import add_port_arguments
+    from .common import seconds
 
     add_port_arguments(p)
     mode = p.add_mutually_exclusive_group()
@@ -40,7 +41,7 @@ def add_arguments(p):
     p.add_argument("--app-dir", metavar="DIR", help="where boot.py and main.py are (default: the project root)")
     p.add_argument("--resume", action="store_true",
                    help="do not soft-reset the board first (as mpremote resume: the REPL keeps its state)")
-    p.add_argument("--timeout", type=float, default=30, metavar="SECONDS",
+    p.add_argument("--timeout", type=seconds, default=30, metavar="SECONDS",
                    help="give up when the board stays silent this long (default 30)")
     p.add_argument("--json", action="store_true", help="machine-readable result on stdout (progress goes to stderr)")
 
@@ -63,9 +64,7 @@ def run(args):
     from .. import deploy, mpdevice, remote
 
     if args.wifi_password_env and not args.wifi:
-        raise ToolError("--wifi-password-env needs --wifi SSID")
-    if args.timeout <= 0:
-        raise ToolError("--timeout must be more than 0 seconds")
+        raise ToolError("--wifi-password-env needs --wifi SSID", "e.g. --wifi lab --wifi-password-env WIFI_PASSWORD", exit_code=2)
     out = sys.stderr if args.json else sys.stdout
     wifi = (args.wifi, wifi_password(args.wifi, args.wifi_password_env)) if args.wifi else None
     # Check every local file before touching the board.
@@ -76,7 +75,7 @@ def run(args):
     with mpdevice.Board(args.port, resume=args.resume, baud=args.baud, timeout=args.timeout) as board:
         name, version, mpy_word, machine, _ = board.implementation()
         if name != "micropython":
-            raise ToolError("the board runs %s, not MicroPython" % name)
+            raise ToolError("the board runs %s, not MicroPython" % name, "flash MicroPython first (ota-tool flash)")
         current = remote.read_config(board) if (args.keys or args.ca or args.server) and not args.config else None
         items, arch = deploy.plan(args.mode, mpy_word, args.config, args.keys, args.ca, not args.no_app,
                                   args.app_dir, board_config=current, wifi=wifi, server=args.server)

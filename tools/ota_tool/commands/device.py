@@ -15,18 +15,21 @@ DESCRIPTION = (
 
 def _common():
     from ..ports import add_port_arguments
+    from .common import seconds
 
     p = argparse.ArgumentParser(add_help=False)
     add_port_arguments(p)
     p.add_argument("--resume", action="store_true",
                    help="do not soft-reset the board first (as mpremote resume: the REPL keeps its state)")
-    p.add_argument("--timeout", type=float, default=30, metavar="SECONDS",
+    p.add_argument("--timeout", type=seconds, default=30, metavar="SECONDS",
                    help="give up when the board stays silent this long, connecting or in a step (default 30)")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     return p
 
 
 def add_arguments(p):
+    from .common import positive_int, seconds_or_zero
+
     common = _common()
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
@@ -37,7 +40,7 @@ def add_arguments(p):
                                     "board's progress while it downloads, then what happened (the reason and a hint "
                                     "when it did not install). After an install the board resets: the command "
                                     "follows it until main.py reports the new image confirmed or rolled back.")
-    up.add_argument("--wait", type=float, default=180, metavar="SECONDS",
+    up.add_argument("--wait", type=seconds_or_zero, default=180, metavar="SECONDS",
                     help="after an install, how long to wait for the board to confirm or roll back (default 180; "
                          "0: do not wait)")
     up.add_argument("--no-network-check", action="store_true",
@@ -45,7 +48,7 @@ def add_arguments(p):
     lg = sub.add_parser("log", parents=[common], help="the board's audit log (ota.log), one line per record",
                         description="The board's audit log: ota.log.1 then ota.log, one readable line per record "
                                     "(time, event, fields); --json: a JSON list of the records.")
-    lg.add_argument("--lines", "-n", type=int, metavar="N", help="only the last N records")
+    lg.add_argument("--lines", "-n", type=positive_int, metavar="N", help="only the last N records")
     cfg = sub.add_parser("config", parents=[common], help="get, set or unset keys of ota.json on the board",
                          description="read or edit ota.json on the board. KEY may be dotted (keys.release). VALUE is "
                                      "parsed as JSON when it can be (3600, true, [\"a\"]), else taken as a string.")
@@ -61,8 +64,6 @@ def add_arguments(p):
 def run(args):
     from .. import mpdevice
 
-    if args.timeout <= 0:
-        raise ToolError("--timeout must be more than 0 seconds")
     with mpdevice.Board(args.port, resume=args.resume, baud=args.baud, timeout=args.timeout) as board:
         if args.action == "status":
             return _status(board, args)
@@ -86,8 +87,6 @@ def _status(board, args):
 def _log(board, args):
     from .. import remote
 
-    if args.lines is not None and args.lines < 1:
-        raise ToolError("--lines must be 1 or more")
     records = remote.read_log(board)
     if records is not None and args.lines:
         records = records[-args.lines:]
@@ -149,8 +148,6 @@ def _update(board, args):
         raise ToolError("the ota library on the board has no update agent",
                         "deploy a library with the agent (ota-tool deploy), or install an image by hand with "
                         "ota.install_image()")
-    if args.wait < 0:
-        raise ToolError("--wait must be 0 or more seconds")
     out = sys.stderr if args.json else sys.stdout
     result = remote.UpdateRun()
 
@@ -269,7 +266,7 @@ def _config(board, args):
             print(value)
         return 0
     if not args.key:
-        raise ToolError("config %s needs a KEY" % args.op)
+        raise ToolError("config %s needs a KEY" % args.op, "e.g. ota-tool device config %s interval" % args.op, exit_code=2)
     if args.op == "set":
         if args.value is None:
             raise ToolError("config set needs a VALUE", "e.g. ota-tool device config set interval 3600 --port PORT")

@@ -63,7 +63,9 @@ def run(args):
             with open(args.output, "wb") as f:
                 f.write(data)
         except OSError as e:
-            raise ToolError("cannot write %s: %s" % (args.output, e.strerror))
+            from ..files import os_error
+
+            raise os_error(e, args.output, "write")
         result["output"] = args.output
         result["output_size"] = len(data)
         print("wrote %s: %d bytes for flash offset 0x0 (esptool --chip %s write-flash 0x0 %s)"

@@ -15,12 +15,20 @@ def run(args):
     from .. import keys
     from ..errors import ToolError
 
-    passphrase = None
-    if args.passphrase_env:
-        passphrase = os.environ.get(args.passphrase_env)
-        if not passphrase:
-            raise ToolError("environment variable %s is empty" % args.passphrase_env)
-    key = keys.generate(args.key, passphrase, args.force)
+    from .common import passphrase as env_passphrase
+
+    passphrase = env_passphrase(args.passphrase_env)
+    if args.passphrase_env and not passphrase:
+        raise ToolError("the environment variable %s is empty" % args.passphrase_env,
+                        "put the passphrase in it, or leave --passphrase-env out for an unencrypted key")
+    if os.path.isdir(args.key):
+        raise ToolError("%s is a folder" % args.key, "give the key's file name, e.g. %s" % os.path.join(args.key, "release.pem"))
+    try:
+        key = keys.generate(args.key, passphrase, args.force)
+    except OSError as e:
+        from ..files import os_error
+
+        raise os_error(e, args.key, "write")
     info = {"ok": True, "private_key": args.key, "public_key_file": args.key + ".pub",
             "public_key": keys.public_text(key), "key_id": keys.key_id(key)}
     if args.json:

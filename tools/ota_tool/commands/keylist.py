@@ -15,8 +15,8 @@ def add_arguments(p):
     p.add_argument("--revoke", action="append", default=[], metavar="KEY_ID", help="key id no longer trusted")
     p.add_argument("--threshold", type=int, default=1, help="signatures required by devices from now on")
     p.add_argument("--version", type=int, required=True, help="list version: higher than the previous list's")
-    p.add_argument("--passphrase-env", metavar="VAR")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--passphrase-env", metavar="VAR", help="passphrase of the signing key(s), from this environment variable")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def run(args):

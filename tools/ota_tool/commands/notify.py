@@ -42,17 +42,25 @@ def _ssl_context(ca_path, cert, key):
 
     from ..errors import ToolError
 
+    from ..files import read_bytes
+
     ctx = ssl.create_default_context()
     if ca_path:
-        try:
-            with open(ca_path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise ToolError("cannot read %s: %s" % (ca_path, e.strerror))
+        data = read_bytes(ca_path)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # this CA only
-        ctx.load_verify_locations(cadata=data.decode("ascii", "replace") if b"-----BEGIN" in data else data)
+        try:
+            ctx.load_verify_locations(cadata=data.decode("ascii", "replace") if b"-----BEGIN" in data else data)
+        except (ssl.SSLError, ValueError) as e:
+            from ..filekinds import kind
+
+            raise ToolError("%s is %s, not a CA certificate (%s)" % (ca_path, kind(data[:65536], len(data)), e),
+                            "give the broker's CA certificate, PEM or DER")
     if cert:
-        ctx.load_cert_chain(cert, key)
+        try:
+            ctx.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as e:
+            raise ToolError("cannot use the client certificate %s / key %s: %s" % (cert, key, e),
+                            "give a PEM certificate with --cert and its PEM key with --key")
     return ctx
 
 
@@ -71,7 +79,7 @@ def publish(broker, targets, ca=None, cert=None, key=None, username=None, passwo
     try:
         host, port, tls = push.parse_url(broker)
     except OTAError as e:
-        raise ToolError(e.message)
+        raise ToolError(e.message, "e.g. mqtts://broker.example.com (port 8883 by default)")
     if not tls and not allow_plain:
         raise ToolError("%s is plain MQTT" % broker, "use mqtts:// (or --insecure-plain-mqtt on a test broker)")
     client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
@@ -95,7 +103,7 @@ def publish(broker, targets, ca=None, cert=None, key=None, username=None, passwo
     client.loop_start()
     try:
         if not connected.wait(timeout):
-            raise ToolError("%s did not complete the MQTT connection in %g s" % (broker, timeout))
+            raise ToolError("%s did not complete the MQTT connection in %g s" % (broker, timeout), "is it an MQTT broker on that port, with TLS (mqtts)? check --ca too")
         rc = result["rc"]
         if rc.is_failure:
             raise ToolError("%s refused the connection: %s" % (broker, rc), "check --username/--password-env or the client certificate")
@@ -121,10 +129,10 @@ def run(args):
         if not _name_ok(n):
             raise ToolError("%r is not a valid channel or device id" % n, "1..64 printable characters without + # /")
     if args.spread is not None and not 0 <= args.spread <= 3600:
-        raise ToolError("--spread must be 0..3600 seconds")
+        raise ToolError("--spread must be 0..3600 seconds", "e.g. --spread 60", exit_code=2)
     password = os.environ.get(args.password_env) if args.password_env else None
     if args.password_env and password is None:
-        raise ToolError("the environment variable %s is not set" % args.password_env)
+        raise ToolError("the environment variable %s is not set" % args.password_env, "export %s=... with the broker password" % args.password_env)
     now = int(time.time())
     targets = []
     for ch in args.channel:

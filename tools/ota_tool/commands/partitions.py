@@ -3,11 +3,13 @@ import sys
 
 from ..errors import ToolError
 
-HELP = "check a partition table CSV and write the binary table for flash offset 0x8000"
+HELP = "check a partition table (CSV, or a binary one) and write the binary table for flash offset 0x8000"
+DESCRIPTION = (HELP + ". The CSV is ESP-IDF's format (gen_esp32part); a binary table (partition-table.bin "
+               "from a build) is read and shown too. Errors name the row.")
 
 
 def add_arguments(p):
-    p.add_argument("csv", metavar="CSV", help="partition table in ESP-IDF's CSV format (e.g. partitions.csv)")
+    p.add_argument("csv", metavar="CSV", help="partition table: ESP-IDF's CSV format (e.g. partitions.csv) or binary")
     p.add_argument("-o", "--output", help="write the 0xC00-byte binary table here")
     p.add_argument("--flash-size", default="4MB", help="flash size to check against (default 4MB)")
     p.add_argument("--json", action="store_true", help="print the parsed table as JSON")
@@ -22,23 +24,20 @@ def flash_size(text):
             return int(t[:-1]) * 1024
         return int(t, 0)
     except ValueError:
-        raise ToolError("bad --flash-size %r" % text, "use e.g. 4MB, 8MB or 0x400000")
+        raise ToolError("bad --flash-size %r" % text, "use e.g. 4MB, 8MB or 0x400000", exit_code=2)
 
 
 def run(args):
-    from .. import partitions
+    from ..files import os_error
+    from ..flashing import load_table
 
-    try:
-        with open(args.csv) as f:
-            parts = partitions.parse_csv(f.read(), flash_size(args.flash_size))
-    except OSError as e:
-        raise ToolError("cannot read %s: %s" % (args.csv, e.strerror))
-    except partitions.PartitionTableError as e:
-        raise ToolError("%s: %s" % (args.csv, e), "fix that row and run again")
-    binary = partitions.to_binary(parts)
+    parts, binary = load_table(args.csv, flash_size(args.flash_size))
     if args.output:
-        with open(args.output, "wb") as f:
-            f.write(binary)
+        try:
+            with open(args.output, "wb") as f:
+                f.write(binary)
+        except OSError as e:
+            raise os_error(e, args.output, "write")
     if args.json:
         print(json.dumps({"ok": True, "partitions": [p.to_dict() for p in parts], "output": args.output}))
     else:

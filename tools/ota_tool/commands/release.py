@@ -11,6 +11,8 @@ DESCRIPTION = (HELP + ". Validates the image (a merged firmware.bin is refused, 
 
 
 def add_arguments(p):
+    from .common import percent
+
     p.add_argument("image", metavar="FIRMWARE.bin", help="the app image (micropython.bin)")
     p.add_argument("--extract-app", action="store_true",
                    help="FIRMWARE.bin is MicroPython's merged firmware.bin (or a whole-flash image): take the app "
@@ -25,7 +27,7 @@ def add_arguments(p):
     p.add_argument("--compress", action="store_true", help="also publish a zlib artifact")
     p.add_argument("--wbits", type=int, default=12, help="zlib window bits for compressed/delta artifacts (default 12: 4 KiB on the device)")
     p.add_argument("--from", dest="bases", action="append", default=[], metavar="OLD.bin", help="also publish a delta patch from this older image (repeatable)")
-    p.add_argument("--percent", type=int, metavar="N",
+    p.add_argument("--percent", type=percent, metavar="N",
                    help="start staged: only N%% of the devices (0..100) may install it (ota-tool rollout widens it)")
     p.add_argument("--salt", metavar="S", help="with --percent: the salt that picks the devices of a stage (default: random)")
     p.add_argument("--halt", action="store_true", help="publish it halted: no device starts it until ota-tool rollout --resume")
@@ -54,17 +56,19 @@ def run(args):
     from ..errors import ToolError
     from ..partitions import PartitionTableError
 
-    passphrase = os.environ.get(args.passphrase_env) if args.passphrase_env else None
+    from .common import passphrase as env_passphrase
+
+    passphrase = env_passphrase(args.passphrase_env)
     signers = [keys.load_private(k, passphrase) for k in args.key]
 
     def read(path):
         try:
             with open(path, "rb") as f:
                 return f.read()
-        except IsADirectoryError:
-            raise ToolError("%s is a folder, not a file" % path)
         except OSError as e:
-            raise ToolError("cannot read %s: %s" % (path, e.strerror))
+            from ..files import os_error
+
+            raise os_error(e, path)
 
     def app_image(path):
         from .. import filekinds
@@ -85,13 +89,11 @@ def run(args):
             raise ToolError("%s is %s, not an ESP32 app image" % (path, got), hint)
         return data
 
-    csv = None
+    layout = None
     if args.partitions:
-        try:
-            with open(args.partitions) as f:
-                csv = f.read()
-        except (OSError, UnicodeError) as e:
-            raise ToolError("cannot read %s as a partition table CSV: %s" % (args.partitions, getattr(e, "strerror", None) or e))
+        from ..flashing import load_table
+
+        layout = load_table(args.partitions)[0]  # CSV or binary, checked
 
     requires = {}
     if args.requires_micropython:
@@ -109,13 +111,13 @@ def run(args):
                              security_version=args.security_version, board=args.board, compress=args.compress,
                              wbits=args.wbits, bases=[app_image(b) for b in args.bases], requires=requires or None,
                              expires=expires, commit=args.commit, extra=extra, percent=args.percent, salt=args.salt,
-                             halt=args.halt, replace=args.replace, allow_older=args.allow_older, partitions_csv=csv)
+                             halt=args.halt, replace=args.replace, allow_older=args.allow_older, layout=layout)
     except ToolError:
         raise
     except OTAError as e:  # the device-side checks of the version string, etc.
-        raise ToolError(e.message or e.reason)
+        raise ToolError(e.message or e.reason, "the device would refuse it too")
     except PartitionTableError as e:
-        raise ToolError("%s: %s" % (args.partitions or "partitions.csv", e), "fix that row")
+        raise ToolError("partitions.csv: %s" % e, "fix that row")
     for w in info["warnings"]:
         print("warning: " + w, file=sys.stderr)
     if args.json:

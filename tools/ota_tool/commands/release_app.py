@@ -31,8 +31,10 @@ def run(args):
     from ..errors import ToolError
 
     if bool(args.folder) == bool(args.config):
-        raise ToolError("give either a folder (an app bundle) or --config FILE (a configuration document)")
-    passphrase = os.environ.get(args.passphrase_env) if args.passphrase_env else None
+        raise ToolError("give either a folder (an app bundle) or --config FILE (a configuration document)", "e.g. ota-tool release-app app/ --key KEY.pem --version 1.0.0", exit_code=2)
+    from .common import passphrase as env_passphrase
+
+    passphrase = env_passphrase(args.passphrase_env)
     signers = [keys.load_private(k, passphrase) for k in args.key]
     kw = dict(root=args.root, channel=args.channel, compress=args.compress,
               requires_firmware=args.requires_firmware, name=args.name)

@@ -13,11 +13,13 @@ Without a change, shows the current stage and the numbers the gate would use."""
 
 
 def add_arguments(p):
+    from .common import percent
+
     p.add_argument("manifest", metavar="MANIFEST", help="the signed manifest, e.g. repo/stable.json")
     p.add_argument("--key", action="append", required=True, metavar="KEY.pem",
                    help="the release's signing key (repeat for each signature the manifest carries)")
     p.add_argument("--passphrase-env", metavar="VAR", help="passphrase of the key(s), from this environment variable")
-    p.add_argument("--percent", type=int, metavar="N", help="share of the devices that may install it, 0..100")
+    p.add_argument("--percent", type=percent, metavar="N", help="share of the devices that may install it, 0..100")
     p.add_argument("--salt", metavar="S", help="new salt (reshuffles which devices are in a stage; default: keep)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--halt", action="store_true", help="stop the release: no device starts it (always allowed)")
@@ -37,10 +39,12 @@ def run(args):
     from ..errors import ToolError
 
     if not 0 <= args.max_failure_rate <= 1:
-        raise ToolError("--max-failure-rate must be 0..1 (0.05 is 5%)")
+        raise ToolError("--max-failure-rate must be 0..1 (0.05 is 5%)", "e.g. --max-failure-rate 0.02", exit_code=2)
     if args.min_reports < 0:
-        raise ToolError("--min-reports must be 0 or more")
-    passphrase = os.environ.get(args.passphrase_env) if args.passphrase_env else None
+        raise ToolError("--min-reports must be 0 or more", "e.g. --min-reports 10", exit_code=2)
+    from .common import passphrase as env_passphrase
+
+    passphrase = env_passphrase(args.passphrase_env)
     signers = []
     for path in args.key:
         k = keys.load_private(path, passphrase)

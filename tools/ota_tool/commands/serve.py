@@ -24,9 +24,11 @@ every signature: the gateway needs no key and cannot change what they accept."""
 
 
 def add_arguments(p):
+    from .common import tcp_port
+
     p.add_argument("release_dir", metavar="RELEASE_DIR", help="folder with the release files")
     p.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on (default 0.0.0.0)")
-    p.add_argument("--port", type=int, default=8443, metavar="N", help="TCP port (default 8443; 0 = any free port)")
+    p.add_argument("--port", type=tcp_port, default=8443, metavar="N", help="TCP port (default 8443; 0 = any free port)")
     p.add_argument("--tls-dir", metavar="DIR", help="where the CA and server certificate live (default RELEASE_DIR/../.ota-tls)")
     p.add_argument("--san", action="append", default=[], metavar="NAME",
                    help="extra DNS name or IP address for the server certificate (repeatable)")
@@ -50,8 +52,6 @@ def add_arguments(p):
 
 
 def run(args):
-    if args.port < 0 or args.port > 65535:
-        raise ToolError("--port must be 0..65535")
     if args.mirror:  # [mirror]
         return _run_mirror(args)
     httpd, url, files = server.make_server(
@@ -102,7 +102,7 @@ def _run_mirror(args):
     if args.reports or args.no_reports:
         raise ToolError("--reports/--no-reports do not apply to a gateway", "reports are forwarded upstream (--report-url)")
     if args.refresh < 0:
-        raise ToolError("--refresh must be >= 0")
+        raise ToolError("--refresh must be >= 0", "seconds between checks with upstream, e.g. --refresh 60", exit_code=2)
     os.makedirs(args.release_dir, exist_ok=True)
     ca = mirror.load_ca(args.upstream_ca) if args.upstream_ca else None
     httpd, url, files = server.make_server(args.release_dir, port=args.port, tls_dir=args.tls_dir, bind=args.bind,

@@ -12,13 +12,14 @@ DESCRIPTION = (
 
 def add_arguments(p):
     from ..simport import DEFAULT_HEAP
+    from .common import heap
 
     p.add_argument("--flash", required=True, metavar="DEVICE.bin", help="simulated device (flash image file)")
     p.add_argument("--fs", required=True, metavar="FS_DIR", help="folder playing the board's filesystem")
     p.add_argument("--new", action="store_true",
                    help="create DEVICE.bin first (a synthetic v1.0.0 app, flashed as by ota-tool flash)")
     p.add_argument("--partitions", metavar="CSV", help="with --new: partition table (default partitions.csv)")
-    p.add_argument("--heap", default=DEFAULT_HEAP,
+    p.add_argument("--heap", default=DEFAULT_HEAP, type=heap,
                    help="MicroPython heap for the device code (default %s: see the README, \"The simulated "
                         "board's heap\")" % DEFAULT_HEAP)
     p.add_argument("--wifi", metavar="SSID",
@@ -34,17 +35,20 @@ def run(args):
         password = os.environ.get(args.wifi_password_env, "") if args.wifi_password_env else ""
         wifi = (args.wifi, password)
     elif args.wifi_password_env:
-        raise ToolError("--wifi-password-env needs --wifi SSID")
+        raise ToolError("--wifi-password-env needs --wifi SSID", "e.g. --wifi lab --wifi-password-env WIFI_PASSWORD", exit_code=2)
     if args.new:
         if os.path.exists(args.flash):
             raise ToolError("%s exists: refusing to overwrite it" % args.flash, "drop --new to use it")
         csv = None
         if args.partitions:
-            try:
-                with open(args.partitions) as f:
-                    csv = f.read()
-            except (OSError, UnicodeError) as e:
-                raise ToolError("cannot read %s: %s" % (args.partitions, getattr(e, "strerror", None) or e))
+            from .. import filekinds
+            from ..files import read_bytes
+
+            raw = read_bytes(args.partitions)
+            got = filekinds.kind(raw[:filekinds.SNIFF], len(raw))
+            if got != "a partition table CSV":
+                filekinds.refuse(args.partitions, "csv", got)
+            csv = raw.decode()
         sim.create(args.flash, images.app_image("1.0.0"), partitions_csv=csv)
     simport.serve(args.flash, args.fs, args.heap, wifi=wifi)
     return 0

@@ -4,25 +4,27 @@ HELP = "verify a release (or an app/config bundle) exactly as a device would (sa
 
 
 def add_arguments(p):
+    from .common import positive_int
+
     p.add_argument("manifest", metavar="MANIFEST", help="the signed manifest, e.g. repo/stable.json")
     p.add_argument("--pubkey", action="append", required=True, help="trusted public key: .pub file, base64 text or PEM (repeatable)")
-    p.add_argument("--threshold", type=int, default=1, help="signatures required (default 1)")
+    p.add_argument("--threshold", type=positive_int, default=1, help="signatures required (default 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def run(args):
     from .. import keys, release
-    from ..errors import ToolError
+
+    from .. import app_release, filekinds
 
     pubs = [keys.load_public(k) for k in args.pubkey]
-    from .. import app_release
-
-    if app_release.document_type(app_release.read_document(args.manifest)) in ("app", "config"):
+    blob = app_release.read_document(args.manifest)
+    kind = app_release.document_type(blob)
+    if kind in ("app", "config"):
         return _bundle(args, app_release.verify(args.manifest, pubs, args.threshold))
-    try:
-        report = release.verify(args.manifest, pubs, args.threshold)
-    except OSError as e:
-        raise ToolError("cannot read %s: %s" % (args.manifest, e.strerror))
+    if kind != "firmware":
+        filekinds.refuse(args.manifest, "manifest", filekinds.kind(blob[:filekinds.SNIFF], len(blob)))
+    report = release.verify(args.manifest, pubs, args.threshold)
     if args.json:
         print(json.dumps(dict(report, ok=True)))
     else:
