@@ -114,9 +114,9 @@ def test_bad_csv_names_the_row(files, tmp_path, capsys):
     assert rc == 1 and "row 3 (ota_1) overlaps row 2 (ota_0)" in err
 
 
-def test_needs_port_or_merge_only(files, capsys):
-    rc, out, err = tool(capsys, "flash", "--firmware", files["app"])
-    assert rc == 1 and "--port is required" in err
+def test_port_names_as_mpremote_takes_them(files, capsys):
+    rc, out, err = tool(capsys, "flash", "--firmware", files["app"], "--port", "u9")  # mpremote's u9
+    assert rc == 1 and "cannot reach an esp32 bootloader on /dev/ttyUSB9" in err and "hint: " in err, err
 
 
 @pytest.mark.parametrize("csv,boots", [(OTA_CSV, "ota_0"), (FACTORY_CSV, "factory")], ids=["ota", "factory"])

@@ -199,13 +199,14 @@ def _connect(port, chip, before, no_stub, baud):
     try:
         esp = connect_esp(port=port, chip=chip, before=before)
     except (FatalError, serial.SerialException, OSError) as e:
-        raise ToolError("cannot reach an %s bootloader on %s: %s" % (chip, port, " ".join(str(e).split())),
+        raise ToolError("cannot reach an %s bootloader on %s: %s" % (chip, port or "any serial port (auto)",
+                                                                    " ".join(str(e).split())),
                         "check the port (ls /dev/ttyUSB* /dev/ttyACM*), close other programs using it "
                         "(mpremote, a serial monitor), or hold BOOT while pressing RESET")
     try:
         if not no_stub:
             esp = run_stub(esp)
-        if baud and baud > esp.ESP_ROM_BAUD and not port.startswith(("socket://", "rfc2217://")):
+        if baud and baud > esp.ESP_ROM_BAUD and not (port or "").startswith(("socket://", "rfc2217://")):
             try:
                 esp.change_baud(baud)
             except NotImplementedInROMError:
@@ -234,6 +235,7 @@ def write(layout, port, baud=460800, no_stub=False, before="default-reset", afte
     report = {"port": port, "verified": False, "read_back": None}
     with contextlib.redirect_stdout(log):
         esp = _connect(port, layout.chip, before, no_stub, baud)
+        report["port"] = esp._port.port  # the one esptool found, with --port auto
         try:
             attach_flash(esp)
             write_flash(esp, addr_data, flash_size="keep", erase_all=erase_all)

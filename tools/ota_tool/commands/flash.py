@@ -11,7 +11,9 @@ DESCRIPTION = (
 
 
 def add_arguments(p):
-    p.add_argument("--port", "-p", help="serial port (/dev/ttyUSB0, COM3, socket://host:port)")
+    from ..ports import add_port_arguments
+
+    add_port_arguments(p, baud=460800)  # auto: esptool finds the board; -b: the baud rate after connecting
     p.add_argument("--firmware", "-f", required=True, metavar="micropython.bin",
                    help="the app image (micropython.bin from the build, NOT firmware.bin)")
     p.add_argument("--bootloader", metavar="bootloader.bin",
@@ -20,7 +22,6 @@ def add_arguments(p):
                    help="partition table, CSV or binary (default: the project's partitions.csv)")
     p.add_argument("--chip", default="esp32", help="target chip (default esp32)")
     p.add_argument("--flash-size", default="4MB", help="flash size the table must fit (default 4MB)")
-    p.add_argument("--baud", "-b", type=int, default=460800, help="baud rate after connecting (default 460800)")
     p.add_argument("--no-stub", action="store_true", help="talk to the ROM loader only (slower; some adapters need it)")
     p.add_argument("--before", default="default-reset",
                    choices=["default-reset", "usb-reset", "no-reset", "no-reset-no-sync"],
@@ -43,8 +44,6 @@ def run(args):
 
     if args.merge_only and not args.output:
         raise ToolError("--merge-only needs -o FILE", "e.g. --merge-only -o full.bin")
-    if not args.merge_only and not args.port:
-        raise ToolError("--port is required to flash a board", "give --port /dev/ttyUSB0, or --merge-only -o full.bin")
     size = flash_size(args.flash_size)
     app = flashing.read_file(args.firmware, "firmware")
     boot = flashing.read_file(args.bootloader, "bootloader") if args.bootloader else None
@@ -71,10 +70,13 @@ def run(args):
         print("wrote %s: %d bytes for flash offset 0x0 (esptool --chip %s write-flash 0x0 %s)"
               % (args.output, len(data), args.chip, args.output), file=out)
     else:
-        report = flashing.write(layout, args.port, baud=args.baud, no_stub=args.no_stub, before=args.before,
+        from ..ports import candidates
+
+        port = None if args.port == "auto" else candidates(args.port)[0]  # None: esptool's own detection
+        report = flashing.write(layout, port, baud=args.baud, no_stub=args.no_stub, before=args.before,
                                 after=args.after, erase_all=args.erase_all, read_back=args.read_back, log=out)
         result.update(report)
-        print("flashed %s: the app is in %s%s" % (args.port, layout.app_partition.name,
+        print("flashed %s: the app is in %s%s" % (report.get("port") or port or "the board", layout.app_partition.name,
                                                    ", read back and compared" if report["read_back"] else ""), file=out)
     if args.json:
         print(json.dumps(result))
