@@ -170,36 +170,51 @@ def test_deploy_refuses_bad_settings_before_touching_the_board(board, tmp_path, 
 def test_device_log(board, capsys):
     rc, out, err = tool(capsys, "device", "log", "--port", board.device)
     assert rc == 0 and "no ota.log" in err
+    with open(os.path.join(board.fs_dir, "ota.log.1"), "w") as f:  # the rotated part comes first
+        f.write("".join(json.dumps({"t": None, "ticks": 1500 * i, "event": "up_to_date"}) + "\n" for i in range(299)))
     with open(os.path.join(board.fs_dir, "ota.log"), "w") as f:
-        f.write("".join("line %d\n" % i for i in range(300)))
-    rc, out, err = tool(capsys, "device", "log", "--port", board.device, "-n", "2")
-    assert rc == 0 and out == "line 298\nline 299\n"
+        f.write(json.dumps({"t": 1767225600, "ticks": 9, "event": "failed", "reason": "http_404",
+                            "message": "https://h/stable.json answered HTTP 404"}) + "\nnot json\n")
+    rc, out, err = tool(capsys, "device", "log", "--port", board.device, "-n", "3")
+    assert rc == 0 and out.splitlines() == [
+        "clock unset, t+447.0s  up_to_date     ",
+        "2026-01-01 00:00:00  failed         reason=http_404  https://h/stable.json answered HTTP 404",
+        "not json"], out
     rc, out, err = tool(capsys, "device", "log", "--port", board.device, "--json")
-    assert json.loads(out)["log"].count("\n") == 300
+    records = json.loads(out)  # a JSON list of the records
+    assert len(records) == 301 and records[299]["reason"] == "http_404" and records[-1] == {"text": "not json"}
 
 
 def test_device_update(board, capsys):
     assert tool(capsys, "deploy", "--port", board.device, "--no-app")[0] == 0
     rc, out, err = tool(capsys, "device", "update", "--port", board.device)
-    assert rc == 1 and "no update source configured" in out and "@@" not in out
-    assert 'update_now() returned: "failed"' in out
+    assert rc == 1 and "no update source configured" in out and "@@" not in out  # the board's words, passed on
+    assert "error: the update check failed" in err and "(reason no_source)" in err and "hint: " in err, err
     # with --resume the REPL keeps its modules between connections: stand in other agents
     with mpdevice.Board(board.device) as b:
         b.exec("import ota\ndel ota.update_now")
     rc, out, err = tool(capsys, "device", "update", "--port", board.device, "--resume")
-    assert rc == 1 and "no update_now()" in err
+    assert rc == 1 and "has no update agent" in err and "hint: " in err
     with mpdevice.Board(board.device, resume=True) as b:
-        b.exec("import ota\ndef _u():\n print('checking stable.json')\n return 'up_to_date'\nota.update_now = _u")
+        b.exec("import ota, ota.agent\nota.update_now = print\n"
+               "def _c(self, **kw):\n print('checking stable.json')\n self.log('up_to_date')\n return 'up_to_date'\n"
+               "ota.agent.Agent.check_now = _c")
     rc, out, err = tool(capsys, "device", "update", "--port", board.device, "--resume", "--json")
     assert rc == 0, err
-    assert "checking stable.json" in err
-    assert json.loads(out) == {"ok": True, "outcome": "done", "result": "up_to_date"}
+    assert "board: checking stable.json" in err
+    doc = json.loads(out)
+    assert doc["ok"] and doc["result"] == "up_to_date" and doc["events"] == [["up_to_date", {}]] and not doc["reset"]
     # an update that reboots the board: the command notices the reset instead of waiting
     with mpdevice.Board(board.device, resume=True) as b:
-        b.exec("import ota, machine\ndef _u():\n print('installed, rebooting')\n machine.reset()\nota.update_now = _u")
-    rc, out, err = tool(capsys, "device", "update", "--port", board.device, "--resume", "--json")
+        b.exec("import ota.agent, machine\n"
+               "def _c(self, **kw):\n print('installed, rebooting')\n"
+               " self.log('installed', target_version='2.0.0', bytes=10, message='raw')\n machine.reset()\n"
+               "ota.agent.Agent.check_now = _c")
+    rc, out, err = tool(capsys, "device", "update", "--port", board.device, "--resume", "--json", "--wait", "0")
     assert rc == 0, err
-    assert json.loads(out)["outcome"] == "reset" and "installed, rebooting" in err
+    doc = json.loads(out)
+    assert doc["reset"] and doc["installed"]["target_version"] == "2.0.0" and "installed, rebooting" in err
+    assert "installed release 2.0.0 (raw artifact, 10 bytes downloaded)" in err
     deadline = time.monotonic() + 10
     while len(board.boots) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
