@@ -354,11 +354,11 @@ class SimPort:
 
     def stop(self):
         self._stop = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)  # first: it may be starting a new process right now
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
-        if self._thread is not None:
-            self._thread.join(timeout=2)
         if self._server is not None:
             self._server.close()
         self._power_off()

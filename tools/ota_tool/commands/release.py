@@ -126,8 +126,8 @@ def run(args):
         st = info["stage"]
         print("release %s (%s) -> %s: %s%s" % (
             info["version"], info["chip"], info["manifest"],
-            "halted" if st["halted"] else "live to %d%% of the devices%s" % (
-                st["percent"], " (salt %s)" % st["salt"] if st["salt"] else ""),
+            "halted" if st["halted"] else "live to every device" if st["percent"] == 100 and not st["salt"] else
+            "live to %d%% of the devices%s" % (st["percent"], " (salt %s)" % st["salt"] if st["salt"] else ""),
             "; replaces the %s published before" % info["replaced"] if info["replaced"] else ""))
         for a in info["artifacts"]:
             print("  %-6s %-32s %9d bytes" % (a["encoding"], a["url"], a["size"]))
