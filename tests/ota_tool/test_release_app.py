@@ -100,7 +100,7 @@ def test_config_document(tmp_path, key, capsys):
     assert "OK: config 1.0.0" in capsys.readouterr().out
     settings.write_text("not json")
     assert run("release-app", "--config", str(settings), "--key", key, "--version", "1.0.1", "--out", str(repo)) == 1
-    assert run("release-app", str(tmp_path), "--config", str(settings), "--key", key, "--version", "1.0.1") == 1
+    assert run("release-app", str(tmp_path), "--config", str(settings), "--key", key, "--version", "1.0.1") == 2
 
 
 def test_firmware_release_names_its_app(tmp_path, key, capsys):

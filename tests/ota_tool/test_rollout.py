@@ -253,7 +253,10 @@ def test_cli_show_and_bad_arguments(repo, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "100% -> 20%" in out and "salt: abc" in out and "expected share: 20%" in out
     assert "of the 4 devices known from the reports" in out
-    for bad in (["--percent", "101"], ["--salt", "has space"], ["--salt", "x" * 33],
-                ["--max-failure-rate", "5"], ["--reports", str(tmp_path / "nope.sqlite"), "--halt"]):
+    for bad in (["--salt", "has space"], ["--salt", "x" * 33], ["--reports", str(tmp_path / "nope.sqlite"), "--halt"]):
         assert cli.main(["rollout", path, "--key", keyfile] + bad) == 1, bad
+    assert cli.main(["rollout", path, "--key", keyfile, "--max-failure-rate", "5"]) == 2  # a bad command line
+    with pytest.raises(SystemExit) as e:  # argparse's own refusal of a value that is not a percentage
+        cli.main(["rollout", path, "--key", keyfile, "--percent", "101"])
+    assert e.value.code == 2
     assert load(path).rollout_percent == 20

@@ -6,14 +6,26 @@ import os
 from ..errors import ToolError
 
 
-def percent(text):
+def _whole(text, lo, hi, what):
     try:
         n = int(text)
     except ValueError:
-        n = -1
-    if not 0 <= n <= 100:
-        raise argparse.ArgumentTypeError("%r is not a percentage 0..100" % text)
+        n = None
+    if n is None or not lo <= n <= hi:
+        raise argparse.ArgumentTypeError("%r is not %s" % (text, what))
     return n
+
+
+def percent(text):
+    return _whole(text, 0, 100, "a percentage 0..100")
+
+
+def positive_int(text):
+    return _whole(text, 1, 1 << 62, "a whole number of 1 or more")
+
+
+def tcp_port(text):
+    return _whole(text, 0, 65535, "a TCP port 0..65535")
 
 
 def seconds(text):
@@ -31,35 +43,16 @@ def seconds_or_zero(text):
     return 0.0 if text.strip() in ("0", "0.0") else seconds(text)
 
 
-def positive_int(text):
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError("%r is not a whole number of 1 or more" % text)
-    return n
-
-
-def tcp_port(text):
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if not 0 <= n <= 65535:
-        raise argparse.ArgumentTypeError("%r is not a TCP port 0..65535" % text)
-    return n
-
-
 def heap(text):
-    """A MicroPython heap size as -X heapsize takes it: 176k, 180224."""
-    t = text.strip().lower()
+    """A MicroPython heap size as -X heapsize takes it: 192k, 196608."""
+    from ..simport import heap_kib
+
     try:
-        n = int(t[:-1]) * 1024 if t.endswith("k") else int(t)
-    except ValueError:
-        n = 0
-    if n < 16 * 1024:
-        raise argparse.ArgumentTypeError("%r is not a heap size of at least 16k (e.g. 176k)" % text)
+        kib = heap_kib(text)
+    except ToolError:
+        kib = 0
+    if kib < 16:
+        raise argparse.ArgumentTypeError("%r is not a heap size of at least 16k (e.g. 192k)" % text)
     return text.strip()
 
 
