@@ -1,0 +1,293 @@
+# The hot loops of the relocation-aware delta (ota/reloc.py): the transform T of the base image,
+# as @micropython.viper on MicroPython and as plain Python (the twin) on CPython, where the host
+# tool runs the same function over a whole image. Both must give the same bytes: tests compare
+# them (tests/ota/test_reloc.py runs the viper twin under the MicroPython unix port).
+#
+# Common arguments:
+#   src, s0   original base bytes: src[i - s0] is the base byte at file offset i
+#   dst, d0   output: dst[i - d0] receives T(base) at file offset i, for a <= i < b; it holds the
+#             original bytes on entry and only changed bytes are written
+#   sf, se    the segment's file offsets [sf, se), loaded at address va (for file offset sf)
+#   ms, md, nm  the address map: md[k] - BIAS is the shift of addresses ms[k] <= x < ms[k + 1]
+#   ps, pe, np  literal pools [ps[k], pe[k]) (addresses, 4-aligned, sorted, disjoint)
+# The caller provides src for file offsets max(sf, a - 4) .. min(se, b + 4): an instruction at q
+# covers q..q+2 and is rewritten only if no instruction was found at q-1 or q-2.
+#
+# Xtensa encodings (Xtensa Instruction Set Architecture Reference Manual, "CALLN", "L32R",
+# "ENTRY"; little-endian byte order as on the ESP32):
+#   CALL4/8/12  op0 = 5 (bits 0-3), n = 1..3 (bits 4-5), offset = signed 18 bits (bits 6-23);
+#               target = (PC & ~3) + (offset << 2) + 4
+#   L32R        op0 = 1, imm16 = bits 8-23; literal = ((PC + 3) & ~3) + ((imm16 - 0x10000) << 2)
+#   ENTRY       op0 = 6, n = 3, m = 0 (low byte 0x36), s = 1 (a1, the stack pointer) in bits 8-11
+from . import MICROPYTHON
+
+BIAS = 0x1000000  # map shifts are stored + BIAS: always a positive 32-bit array entry
+
+if MICROPYTHON:
+    import micropython
+
+    @micropython.viper
+    def code_rules(src, s0: int, dst, d0: int, a: int, b: int, sf: int, se: int, va: int,
+                   ms, md, nm: int, ps, pe, np: int, entry) -> int:
+        s = ptr8(src)  # noqa: F821 - viper builtins
+        d = ptr8(dst)  # noqa: F821
+        m_s = ptr32(ms)  # noqa: F821
+        m_d = ptr32(md)  # noqa: F821
+        p_s = ptr32(ps)  # noqa: F821
+        p_e = ptr32(pe)  # noqa: F821
+        q = a - 4
+        if q < sf:
+            q = sf
+        end = b
+        if end > se - 3:
+            end = se - 3
+        prev1 = 0  # an instruction was found at q - 1 / q - 2
+        prev2 = 0
+        kp = 0  # first pool ending after pc
+        km = 0  # map piece of pc
+        done = 0
+        while q < end:
+            pc = va + q - sf
+            while kp < np and p_e[kp] <= pc:
+                kp += 1
+            while km < nm and m_s[km] <= pc:
+                km += 1
+            dpc = 0
+            if km > 0:
+                dpc = m_d[km - 1] - 0x1000000
+            found = 0
+            put = 0
+            x = 0
+            y = 0
+            z = 0
+            inpool = 0
+            if kp < np:
+                if p_s[kp] <= pc + 2:
+                    inpool = 1
+            b0 = s[q - s0]
+            if inpool == 0 and (b0 & 0x0F == 5) and (b0 & 0x30 != 0):
+                off = (b0 >> 6) | (s[q + 1 - s0] << 2) | (s[q + 2 - s0] << 10)
+                if off & 0x20000:
+                    off -= 0x40000
+                t = (pc & (-4)) + (off << 2) + 4
+                lo = 0
+                hi = nm
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if m_s[mid] <= t:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                dt = 0
+                if lo > 0:
+                    dt = m_d[lo - 1] - 0x1000000
+                if dt != dpc and int(entry(t)):
+                    found = 1
+                    if prev1 == 0 and prev2 == 0:
+                        off = (t + dt) - ((pc + dpc) & (-4)) - 4
+                        if (off & 3) == 0 and -0x80000 <= off and off < 0x80000:
+                            off = (off >> 2) & 0x3FFFF
+                            x = (b0 & 0x3F) | ((off & 3) << 6)
+                            y = (off >> 2) & 0xFF
+                            z = off >> 10
+                            put = 1
+            elif inpool == 0 and (b0 & 0x0F == 1):
+                lit = ((pc + 3) & (-4)) + (((s[q + 1 - s0] | (s[q + 2 - s0] << 8)) - 0x10000) << 2)
+                lo = 0
+                hi = np
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if p_s[mid] <= lit:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                if lo > 0 and lit < p_e[lo - 1]:
+                    lo = 0
+                    hi = nm
+                    while lo < hi:
+                        mid = (lo + hi) >> 1
+                        if m_s[mid] <= lit:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    dl = 0
+                    if lo > 0:
+                        dl = m_d[lo - 1] - 0x1000000
+                    if dl != dpc:
+                        found = 1
+                        if prev1 == 0 and prev2 == 0:
+                            off = (lit + dl) - ((pc + dpc + 3) & (-4))
+                            if (off & 3) == 0 and -0x40000 <= off and off < 0:
+                                off = (off >> 2) & 0xFFFF
+                                x = b0
+                                y = off & 0xFF
+                                z = off >> 8
+                                put = 1
+            if put:
+                # the instruction's three bytes, those of them inside [a, b)
+                if a <= q and q < b:
+                    d[q - d0] = x
+                if a <= q + 1 and q + 1 < b:
+                    d[q + 1 - d0] = y
+                if a <= q + 2 and q + 2 < b:
+                    d[q + 2 - d0] = z
+                done += 1
+            prev2 = prev1
+            prev1 = found
+            q += 1
+        return done
+
+    @micropython.viper
+    def word_rules(src, s0: int, dst, d0: int, a: int, b: int, sf: int, se: int, va: int,
+                   ms, md, nm: int, rl, rh, nr: int, ps, pe, np: int, pooled: int) -> int:
+        s = ptr8(src)  # noqa: F821
+        d = ptr8(dst)  # noqa: F821
+        m_s = ptr32(ms)  # noqa: F821
+        m_d = ptr32(md)  # noqa: F821
+        r_l = ptr32(rl)  # noqa: F821
+        r_h = ptr32(rh)  # noqa: F821
+        p_s = ptr32(ps)  # noqa: F821
+        p_e = ptr32(pe)  # noqa: F821
+        q = a - 3
+        if q < sf:
+            q = sf
+        q += (sf - va - q) & 3  # the first aligned address
+        kp = 0
+        done = 0
+        while q < b and q + 4 <= se:
+            w = va + q - sf
+            ok = 1
+            if pooled:
+                while kp < np and p_e[kp] < w + 4:
+                    kp += 1
+                ok = 0
+                if kp < np and p_s[kp] <= w:
+                    ok = 1
+            if ok:
+                i = q - s0
+                v = s[i] | (s[i + 1] << 8) | (s[i + 2] << 16) | (s[i + 3] << 24)
+                r = 0
+                ok = 0
+                while r < nr:
+                    if r_l[r] <= v and v < r_h[r]:
+                        ok = 1
+                    r += 1
+                if ok:
+                    lo = 0
+                    hi = nm
+                    while lo < hi:
+                        mid = (lo + hi) >> 1
+                        if m_s[mid] <= v:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    if lo > 0 and m_d[lo - 1] != 0x1000000:
+                        v += m_d[lo - 1] - 0x1000000
+                        j = 0
+                        while j < 4:
+                            if a <= q + j and q + j < b:
+                                d[q + j - d0] = v >> (8 * j)
+                            j += 1
+                        done += 1
+            q += 4
+        return done
+
+else:
+    from bisect import bisect_right
+
+    def _delta(ms, md, x):
+        k = bisect_right(ms, x)
+        return md[k - 1] - BIAS if k else 0
+
+    def _put3(dst, i, lo, hi, three):
+        for j in range(3):
+            if lo <= i + j < hi:
+                dst[i + j] = three[j]
+
+    def code_rules(src, s0, dst, d0, a, b, sf, se, va, ms, md, nm, ps, pe, np, entry):
+        # Candidates are only bytes whose low nibble is 5 or 1 (CALLn, L32R): found with
+        # bytes.translate + find, then the same tests as the viper twin, in the same order.
+        lo_q = max(sf, a - 4)
+        end = min(b, se - 3)
+        if end <= lo_q:
+            return 0
+        view = bytes(memoryview(src)[lo_q - s0 : end - s0])
+        found_at = {}  # q -> instruction found there (for the two positions after it)
+        done = 0
+        for q in _candidates(view, lo_q):
+            pc = va + q - sf
+            k = bisect_right(pe, pc)  # first pool ending after pc
+            if k < np and ps[k] <= pc + 2:
+                continue
+            b0 = src[q - s0]
+            b1 = src[q + 1 - s0]
+            b2 = src[q + 2 - s0]
+            dpc = _delta(ms, md, pc)
+            new = None
+            if b0 & 0x0F == 5:
+                if not b0 & 0x30:
+                    continue
+                off = (b0 >> 6) | (b1 << 2) | (b2 << 10)
+                if off & 0x20000:
+                    off -= 0x40000
+                t = (pc & ~3) + (off << 2) + 4
+                dt = _delta(ms, md, t)
+                if dt == dpc or not entry(t):
+                    continue
+                off = (t + dt) - ((pc + dpc) & ~3) - 4
+                if not off & 3 and -0x80000 <= off < 0x80000:
+                    off = (off >> 2) & 0x3FFFF
+                    new = ((b0 & 0x3F) | ((off & 3) << 6), (off >> 2) & 0xFF, off >> 10)
+            else:
+                lit = ((pc + 3) & ~3) + (((b1 | (b2 << 8)) - 0x10000) << 2)
+                k = bisect_right(ps, lit)
+                if not k or lit >= pe[k - 1]:
+                    continue
+                dl = _delta(ms, md, lit)
+                if dl == dpc:
+                    continue
+                off = (lit + dl) - ((pc + dpc + 3) & ~3)
+                if not off & 3 and -0x40000 <= off < 0:
+                    off = (off >> 2) & 0xFFFF
+                    new = (b0, off & 0xFF, off >> 8)
+            found_at[q] = new
+            if q - 1 not in found_at and q - 2 not in found_at and new is not None:
+                _put3(dst, q - d0, a - d0, b - d0, new)
+                done += 1
+        return done
+
+    _NIBBLE = bytes(1 if (i & 0x0F) in (1, 5) else 0 for i in range(256))
+
+    def _candidates(view, base):
+        # offsets (plus base) of the bytes whose low nibble is 1 or 5, in order
+        marks = view.translate(_NIBBLE)
+        i = marks.find(1)
+        while i >= 0:
+            yield base + i
+            i = marks.find(1, i + 1)
+
+    def word_rules(src, s0, dst, d0, a, b, sf, se, va, ms, md, nm, rl, rh, nr, ps, pe, np, pooled):
+        q = max(sf, a - 3)
+        q += (sf - va - q) & 3
+        done = 0
+        while q < b and q + 4 <= se:
+            w = va + q - sf
+            if pooled:
+                k = bisect_right(ps, w)
+                if not k or w + 4 > pe[k - 1]:
+                    q += 4
+                    continue
+            i = q - s0
+            v = src[i] | (src[i + 1] << 8) | (src[i + 2] << 16) | (src[i + 3] << 24)
+            for r in range(nr):
+                if rl[r] <= v < rh[r]:
+                    dv = _delta(ms, md, v)
+                    if dv:
+                        v += dv
+                        for j in range(4):
+                            if a <= q + j < b:
+                                dst[q + j - d0] = (v >> (8 * j)) & 0xFF
+                        done += 1
+                    break
+            q += 4
+        return done
