@@ -22,7 +22,12 @@ _MAX_SIG_LINE = const(128)
 CHIPS = ("esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c2", "esp32c6", "esp32h2", "esp32p4")
 CHIP_IDS = {"esp32": 0x0000, "esp32s2": 0x0002, "esp32c3": 0x0005, "esp32s3": 0x0009, "esp32c2": 0x000C,
             "esp32c6": 0x000D, "esp32h2": 0x0010, "esp32p4": 0x0012}
-ENCODINGS = ("raw", "zlib", "gzip", "delta")
+ENCODINGS = ("raw", "zlib", "gzip", "delta", "rdelta")
+DELTAS = ("delta", "rdelta")  # patches against a base image (base_sha256)
+# Encodings that devices before them refuse in "artifacts" (an unknown encoding there is an error):
+# they are listed in "extra_artifacts" instead, which those devices ignore; this device reads both
+# and skips extras in encodings it does not know (later ones).
+_EXTRA_ENCODINGS = ("rdelta",)
 _MAX_IMAGE = const(0x1000000)
 
 
@@ -164,7 +169,7 @@ class Artifact:
         if self.encoding not in ENCODINGS:
             raise OTAError("bad_manifest", "%s: unknown encoding %r" % (where, self.encoding))
         self.wbits = _int(d, "wbits", where, 9, 15, required=self.encoding != "raw")
-        self.base_sha256 = _hex32(d, "base_sha256", where, required=self.encoding == "delta")
+        self.base_sha256 = _hex32(d, "base_sha256", where, required=self.encoding in DELTAS)
 
 
 class Manifest:
@@ -192,7 +197,13 @@ class Manifest:
         if not arts or not all(isinstance(a, dict) for a in arts):
             raise OTAError("bad_manifest", "manifest: 'artifacts' must list 1..8 objects")
         self.artifacts = [Artifact(a, "artifact %d" % i) for i, a in enumerate(arts)]
-        if not any(a.encoding != "delta" for a in self.artifacts):
+        extra = _list(d, "extra_artifacts", w, 8, required=False)
+        for i, a in enumerate(extra):
+            if not isinstance(a, dict):
+                raise OTAError("bad_manifest", "manifest: 'extra_artifacts' must list objects")
+            if a.get("encoding") in _EXTRA_ENCODINGS:
+                self.artifacts.append(Artifact(a, "extra artifact %d" % i))
+        if not any(a.encoding not in DELTAS for a in self.artifacts):
             raise OTAError("bad_manifest", "manifest: a full (non-delta) artifact is required")
         self.created = _int(d, "created", w, 0, 0x7FFFFFFFFFFF)
         self.expires = _int(d, "expires", w, 0, 0x7FFFFFFFFFFF, required=False)

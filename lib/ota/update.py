@@ -133,12 +133,15 @@ def _fits(a):
 def choose(m, run, buf, prefer_delta=True):
     """(artifact, base length or None): a delta whose base is the running image, else the
     smallest full artifact; only artifacts this device can decompress."""
-    full = [a for a in m.artifacts if a.encoding != "delta" and _fits(a)]
+    from .manifest import DELTAS
+
+    full = [a for a in m.artifacts if a.encoding not in DELTAS and _fits(a)]
     if not full:
         raise OTAError("window_too_large", "release %s has no full artifact this device can decompress: each needs "
                        "a window over its limit; publish it with wbits <= 12 (the default) or a raw image" % m.version)
     full.sort(key=lambda a: a.size)
-    deltas = [a for a in m.artifacts if a.encoding == "delta" and _fits(a)]
+    deltas = [a for a in m.artifacts if a.encoding in DELTAS and _fits(a)]
+    deltas.sort(key=lambda a: a.size)  # the smallest patch from the running image
     if prefer_delta and deltas:
         try:
             digest, length = _running_image_sha(run, buf)
@@ -327,8 +330,11 @@ def _pipeline(stage, art, m, run, base_len, room):
         return stage
     from .inflate import Inflate
 
-    if art.encoding == "delta":
-        from .delta import Patch, max_raw_patch_len
+    if art.encoding in ("delta", "rdelta"):
+        if art.encoding == "delta":
+            from .delta import Patch, max_raw_patch_len
+        else:
+            from .reloc import RelocPatch as Patch, max_raw_patch_len
 
         base = slot.Reader(run)
         base.size = base_len

@@ -254,7 +254,10 @@ def run():
     free = low = gc.mem_free()
     stage = Inflate(Src(env("OTA_STREAM"), int(env("OTA_STEP"))), "zlib", 12, int(env("OTA_MAX_OUT")))
     if env("OTA_OLD"):
-        stage = Patch(stage, Old(env("OTA_OLD")), int(env("OTA_TO_SIZE")))
+        P = Patch
+        if env("OTA_FORMAT") == "rdelta":
+            from ota.reloc import RelocPatch as P
+        stage = P(stage, Old(env("OTA_OLD")), int(env("OTA_TO_SIZE")))
     h = hashlib.sha256()
     total = 0
     t = time.ticks_ms()
@@ -306,7 +309,8 @@ def compile_for_mp(dest):
     return dest
 
 
-def run_mp(mpy_dir, stream_path, heap, old_path=None, to_size=0, max_out=1 << 24, step=100, probe=False):
+def run_mp(mpy_dir, stream_path, heap, old_path=None, to_size=0, max_out=1 << 24, step=100, probe=False,
+           fmt="delta"):
     """Run the precompiled runner under MicroPython; return the CompletedProcess.
 
     Its stdout: "ok SIZE SHA256 HEAP_USED MS" or "OTAError REASON MESSAGE"."""
@@ -319,6 +323,7 @@ def run_mp(mpy_dir, stream_path, heap, old_path=None, to_size=0, max_out=1 << 24
         "OTA_OLD": old_path or "",
         "OTA_TO_SIZE": str(to_size),
         "OTA_PROBE": "1" if probe else "",
+        "OTA_FORMAT": fmt,
     }
     res = micropython.run(code="import ota_mp_runner", heap=heap, env=env, extra_path=(mpy_dir,))
     return res

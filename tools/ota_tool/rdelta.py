@@ -7,7 +7,7 @@ make_patch(old, new) builds what ota.reloc.RelocPatch applies (the format is des
      piecewise-constant fit of those votes (pieces with a single vote are dropped as noise);
   2. the literal pools: clusters of aligned words in code that L32R instructions load and that
      hold addresses, the most used first;
-  3. T(old) is computed with the device's own code (ota.reloc.Transformed), diffed against new,
+  3. T(old) is computed with the device's own code (ota.reloc.RelocPatch.read_at), diffed against new,
      and the diff bytes are coded as zero runs and literal runs; the whole is one zlib stream.
 Only ESP32 images (Xtensa LX6, ESP-IDF's memory map) are supported: other chips get today's
 format. `apply_patch` runs the device code.
@@ -16,10 +16,8 @@ import bisect
 import collections
 import re
 import struct
-from array import array
 
 from ota import reloc
-from ota.compat.xtensa import BIAS
 from ota.inflate import WBITS, Inflate
 
 from . import delta
@@ -317,31 +315,11 @@ def build_map(votes, limit=MAP_LIMIT):
     return pieces
 
 
-class _Bytes:
-    def __init__(self, data):
-        self.data = data
-        self.size = len(data)
-
-    def read_at(self, off, mv):
-        mv[:] = self.data[off:off + len(mv)]
-
-
-def tables(ranges, pieces, pools):
-    """The device's arrays for ota.reloc.Transformed."""
-    rl = array("I", [r[0] for r in ranges])
-    rh = array("I", [r[1] for r in ranges])
-    rk = bytearray(r[2] for r in ranges)
-    ms = array("I", [p[0] for p in pieces])
-    md = array("I", [p[1] + BIAS for p in pieces])
-    ps = array("I", [p[0] for p in pools])
-    pe = array("I", [p[1] for p in pools])
-    return rl, rh, rk, ms, md, ps, pe
-
-
 def transform(old, ranges, pieces, pools):
-    """T(old) with the device's code."""
+    """T(old), computed by the device's code (ota.reloc.RelocPatch reads the base through T)."""
+    stage = reloc.RelocPatch(delta.BytesSource(encode(len(old), 0, ranges, pieces, pools, b"")), delta.BytesBase(old))
     out = bytearray(len(old))
-    reloc.Transformed(_Bytes(old), *tables(ranges, pieces, pools)).read_at(0, memoryview(out))
+    stage.read_at(0, memoryview(out))
     return bytes(out)
 
 
@@ -353,24 +331,26 @@ def _size(n):
 
 
 def encode(old_size, new_size, ranges, pieces, pools, raw):
-    """The raw relocation patch: header, tables, and the chunks of a detools patch `raw` (made
-    against T(old)) with their diff bytes as zero and literal runs."""
+    """The raw relocation patch (ota.reloc): header, tables, and the chunks of the detools patch
+    `raw` (made against T(old); b"" for none) with their diff bytes as zero and literal runs."""
     out = bytearray([reloc.HEADER])
     out += _size(old_size) + _size(new_size)
     out += _size(len(ranges))
+    end = 0
     for lo, hi, kind in ranges:
-        out += _size(lo) + _size(hi) + _size(kind)
+        out += _size(lo - end) + _size(hi - lo - 1) + _size(kind)
+        end = hi
     out += _size(len(pieces))
-    prev = 0
+    prev = None
     for v, s in pieces:
-        out += _size(v - prev) + _size(s)
+        out += _size(v if prev is None else v - prev - 1) + _size(s)
         prev = v
     out += _size(len(pools))
     end = 0
     for a, b in pools:
-        out += _size(a - end) + _size(b - a)
+        out += _size(a - end) + _size(b - a - 4)
         end = b
-    for _, _, d, e, adj, diff, extra in _chunks(raw):
+    for _, _, d, e, adj, diff, extra in _chunks(raw) if raw else ():
         out += _size(d)
         out += runs(diff)
         out += _size(e) + extra + _size(adj)
