@@ -34,7 +34,6 @@ _EXTRA = const(3)
 _ADJUST = const(4)
 _END = const(5)
 _DONE = const(6)
-_RUN = const(7)  # runs=True (ota.reloc): the next zero-run and literal lengths of a diff
 
 
 def max_raw_patch_len(to_size):
@@ -45,12 +44,17 @@ def max_raw_patch_len(to_size):
 
 
 class Patch:
-    # runs: the diff bytes come as (zero-run length, literal length, literal bytes) until the diff
-    # length is covered, instead of all of them (ota.reloc's format).
-    runs = False
-
     def __init__(self, patch, old, to_size=None):
-        self._open(patch, old)
+        self._src = patch
+        self._old = old
+        self._old_size = old.size
+        self._buf = bytearray(_IN_BUF)
+        self._pos = 0
+        self._end = 0
+        self._old_pos = 0
+        self._to_pos = 0
+        self._left = 0
+        self.to_size = None  # known once the header is read
         head = self._byte()
         if head >> 4 != 0:
             raise OTAError("unsupported_patch", "not a sequential detools patch (header byte 0x%02x)" % head)
@@ -60,34 +64,17 @@ class Patch:
                 "the patch uses detools compression %d; create it with compression 'none' "
                 "and compress the whole patch with zlib (ota-tool does)" % (head & 15),
             )
-        size = self._start(to_size)
-        if size and self._size() != 0:
-            raise OTAError("unsupported_patch", "the patch has a data-format part (detools --data-format): not supported")
-
-    def _start(self, to_size):
-        # the new image's size (checked against to_size) and the first state
         size = self._size()
         if size < 0:
             raise OTAError("corrupt_patch", "negative new image size %d" % size)
         if to_size is not None and size != to_size:
             raise OTAError("size_mismatch", "the patch makes a %d-byte image, %d bytes were expected" % (size, to_size))
         self.to_size = size
-        self._state = _DIFF_SIZE if size else _END  # detools writes nothing after a zero size
-        return size
-
-    def _open(self, patch, old):
-        self._src = patch
-        self._old = old
-        self._old_size = old.size
-        self._buf = bytearray(_IN_BUF)
-        self._pos = 0
-        self._end = 0
-        self._old_pos = 0
-        self._to_pos = 0
-        self._left = 0  # diff, literal or extra bytes still to come
-        self._zeros = 0  # zero-run bytes still to come (runs)
-        self._diff_left = 0  # diff bytes not yet in a run (runs)
-        self.to_size = None  # known once the header is read
+        self._state = _DIFF_SIZE
+        if size == 0:
+            self._state = _END  # detools writes nothing after a zero size
+        elif self._size() != 0:
+            raise OTAError("unsupported_patch", "the patch has a data-format part (detools --data-format): not supported")
 
     def _fill(self):
         n = self._src.readinto(self._buf)
@@ -135,42 +122,23 @@ class Patch:
         while got < want:
             state = self._state
             if state == _DIFF or state == _EXTRA:
+                if self._pos == self._end:
+                    self._fill()
+                n = min(want - got, self._left, self._end - self._pos)
                 if mv is None:
                     mv = memoryview(buf)
-                if self._zeros:  # base bytes as they are
-                    n = min(want - got, self._zeros)
+                if state == _DIFF:
                     self._old.read_at(self._old_pos, mv[got : got + n])
+                    add_bytes(mv, got, self._buf, self._pos, n)
                     self._old_pos += n
-                    self._zeros -= n
                 else:
-                    if self._pos == self._end:
-                        self._fill()
-                    n = min(want - got, self._left, self._end - self._pos)
-                    if state == _DIFF:
-                        self._old.read_at(self._old_pos, mv[got : got + n])
-                        add_bytes(mv, got, self._buf, self._pos, n)
-                        self._old_pos += n
-                    else:
-                        mv[got : got + n] = memoryview(self._buf)[self._pos : self._pos + n]
-                    self._pos += n
-                    self._left -= n
+                    mv[got : got + n] = memoryview(self._buf)[self._pos : self._pos + n]
+                self._pos += n
                 self._to_pos += n
+                self._left -= n
                 got += n
-                if not self._left and not self._zeros:
-                    if state == _EXTRA:
-                        self._state = _ADJUST
-                    else:
-                        self._state = _RUN if self._diff_left else _EXTRA_SIZE
-            elif state == _RUN:
-                z = self._size()
-                n = self._size()
-                if z < 0 or n < 0 or z + n > self._diff_left or not z + n:
-                    raise OTAError("corrupt_patch", "a diff run (%d zero, %d literal bytes) at new offset %d does not "
-                                   "fit the %d diff bytes left" % (z, n, self._to_pos, self._diff_left))
-                self._zeros = z
-                self._left = n
-                self._diff_left -= z + n
-                self._state = _DIFF
+                if not self._left:
+                    self._state = _EXTRA_SIZE if state == _DIFF else _ADJUST
             elif state == _DIFF_SIZE:
                 n = self._span("diff")
                 if self._old_pos + n > self._old_size:
@@ -179,12 +147,8 @@ class Patch:
                         "diff reads base bytes %d..%d, past the end of the %d-byte base"
                         % (self._old_pos, self._old_pos + n, self._old_size),
                     )
-                if self.runs:
-                    self._diff_left = n
-                    self._state = _RUN if n else _EXTRA_SIZE
-                else:
-                    self._left = n
-                    self._state = _DIFF if n else _EXTRA_SIZE
+                self._left = n
+                self._state = _DIFF if n else _EXTRA_SIZE
             elif state == _EXTRA_SIZE:
                 self._left = self._span("extra")
                 self._state = _EXTRA if self._left else _ADJUST

@@ -18,7 +18,8 @@
 #     lies in a listed pool are re-aimed, when the map moves the target by another amount than
 #     the instruction (see compat/xtensa.py for the encodings and the overlap rule).
 #
-# Format (inside one zlib stream; every number is a detools size: see ota/delta.py):
+# Format (inside one zlib stream; every number is a detools size, as in ota/delta.py: first byte
+# 0x80 more | 0x40 negative | 6 low bits, then 0x80 more | 7 bits each, least significant first):
 #   header byte 0x70 (not a detools patch type), base size, new size
 #   ranges  count (<= MAX_RANGES), then low, high, kind (0 data, 1 code): sorted, disjoint
 #   map     count (<= MAX_MAP), then per piece: start (the first absolute, then the gap to the
@@ -30,9 +31,8 @@
 #   and then the stream ends.
 from array import array
 
-from .compat import const
+from .compat import add_bytes, const
 from .compat.xtensa import BIAS, code_rules, word_rules
-from .delta import Patch
 from .errors import OTAError
 
 HEADER = const(0x70)
@@ -43,6 +43,19 @@ _MAX_SEGMENTS = const(16)  # ESP-IDF's limit (esp_app_format.h, ESP_IMAGE_MAX_SE
 _MAX_SHIFT = const(0xFFFFFF)
 _CHUNK = const(512)  # base bytes transformed per pass (the scratch buffer holds them + context)
 _CTX = const(4)
+_SIZE_BYTES = const(5)  # 34 bits, beyond any flash: a longer size field is refused
+
+# Not ota.delta.Patch's subclass, on purpose: on MicroPython every loaded module costs heap, and
+# this format must not load that one (measured 4.4 KB on the 64-bit unix port).
+_CHUNK_SIZE = const(0)  # states
+_RUN = const(1)
+_DIFF = const(2)
+_EXTRA_SIZE = const(3)
+_EXTRA = const(4)
+_ADJUST = const(5)
+_END = const(6)
+_DONE = const(7)
+
 
 def max_raw_patch_len(to_size):
     """A bound on the inflated patch (the Inflate stage stops a zip bomb there): the new image's
@@ -50,63 +63,75 @@ def max_raw_patch_len(to_size):
     return to_size + to_size // 4 + 16 * (MAX_MAP + MAX_POOLS) + 4096
 
 
-class RelocPatch(Patch):
+class RelocPatch:
     """Also the base read through T: read_at(offset, mv) fills mv with T(base) bytes (the chunks
     read the base this way; the host tool computes T(old) with it)."""
 
-    runs = True  # diff bytes as zero and literal runs (ota.delta.Patch reads them)
-
     def __init__(self, patch, old, to_size=None):
-        self._open(patch, old)
+        self._src = patch
+        self._base = old
+        self._old_size = size = old.size
+        self._buf = bytearray(512)
+        self._pos = self._end = self._old_pos = self._to_pos = 0
+        self._left = self._zeros = self._diff_left = 0
+        self.to_size = None
         if self._byte() != HEADER:
             raise OTAError("unsupported_patch", "not a relocation patch")
-        if self._size() != old.size:
-            raise OTAError("wrong_base", "the patch was made for another base size than %d bytes" % old.size)
-        self._start(to_size)
+        if self._size() != size:
+            raise OTAError("wrong_base", "the patch was made for another base size than %d bytes" % size)
+        n = self._size()
+        if n < 0 or to_size is not None and n != to_size:
+            raise OTAError("size_mismatch", "the patch makes a %d-byte image, %s bytes were expected" % (n, to_size))
+        self._read_tables(old)
+        self.to_size = n
+        self._state = _CHUNK_SIZE if n else _END
+
+    def _read_tables(self, old):
         # ranges (start gap, length, kind), map (start gap, shift), pools (start gap, length):
         # arrays sized by their bounded counts, every entry checked
-        nr = self._count(MAX_RANGES)
-        rl = self._rl = array("I", bytearray(4 * nr))
-        rh = self._rh = array("I", bytearray(4 * nr))
+        nr = self._number(0, MAX_RANGES, "range count")
+        rl = self._rl = array("I", range(nr))
+        rh = self._rh = array("I", range(nr))
         rk = bytearray(nr)
         end = 0
         for i in range(nr):
-            rl[i] = end = self._number(end, 0x7FFFFFFE)
-            rh[i] = end = self._number(end + 1, 0x7FFFFFFF)
-            rk[i] = self._number(0, 1)
-        nm = self._count(MAX_MAP)
-        ms = self._ms = array("I", bytearray(4 * nm))
-        md = self._md = array("I", bytearray(4 * nm))
+            rl[i] = end = self._number(end, 0x7FFFFFFE, "range start")
+            rh[i] = end = self._number(end + 1, 0x7FFFFFFF, "range end")
+            rk[i] = self._number(0, 1, "range kind")
+        nm = self._number(0, MAX_MAP, "map count")
+        ms = self._ms = array("I", range(nm))
+        md = self._md = array("I", range(nm))
         for i in range(nm):
-            end = ms[i] = self._number(end + 1 if i else 0, 0x7FFFFFFF)
+            end = ms[i] = self._number(end + 1 if i else 0, 0x7FFFFFFF, "map start")
             if self._range(end) < 0:
                 raise OTAError("corrupt_patch", "map entry %d (0x%x) is outside the address ranges" % (i, end))
             v = self._size()
             if v < -_MAX_SHIFT or v > _MAX_SHIFT:
                 raise OTAError("corrupt_patch", "map shift %d is out of range" % v)
             md[i] = BIAS + v
-        np = self._count(MAX_POOLS)
-        ps = self._ps = array("I", bytearray(4 * np))
-        pe = self._pe = array("I", bytearray(4 * np))
+        np = self._number(0, MAX_POOLS, "pool count")
+        ps = self._ps = array("I", range(np))
+        pe = self._pe = array("I", range(np))
         end = 0
         for i in range(np):
-            ps[i] = a = self._number(end, 0x7FFFFFFB)  # after the previous pool: none overlap
-            pe[i] = end = self._number(a + 4, 0x7FFFFFFF)
+            ps[i] = a = self._number(end, 0x7FFFFFFB, "pool start")  # after the previous pool: none overlap
+            pe[i] = end = self._number(a + 4, 0x7FFFFFFF, "pool end")
             k = self._range(a)
             if (a | end) & 3 or k < 0 or not rk[k] or end > rh[k]:
                 raise OTAError("corrupt_patch", "pool %d (0x%x..0x%x) is not an aligned part of a code range" % (i, a, end))
         # the segments of the base image (its own header says where each one is loaded) that
         # lie in a listed range: 4 numbers each (file start, file end, load address, kind)
-        self._segments = segs = array("I", bytearray(16 * _MAX_SEGMENTS))
+        self._segments = segs = array("I", range(4 * _MAX_SEGMENTS))
         self._nseg = 0
-        self._base = old
         self._scratch = bytearray(_CHUNK + 2 * _CTX)
         self._two = bytearray(2)
         head = memoryview(self._scratch)[:8]
         pos = 24
-        old.read_at(0, head)
-        if old.size < pos or head[0] != 0xE9 or head[1] > _MAX_SEGMENTS:
+        if old.size < pos:
             return  # not an app image: T is the identity
+        old.read_at(0, head)
+        if head[0] != 0xE9 or head[1] > _MAX_SEGMENTS:
+            return
         for _ in range(head[1]):
             if pos + 8 > old.size:
                 break
@@ -122,19 +147,103 @@ class RelocPatch(Patch):
                 segs[i], segs[i + 1], segs[i + 2], segs[i + 3] = pos, pos + n, va, rk[k]
                 self._nseg += 1
             pos += n
-        self._old = self  # the chunks read the base through T
 
-    def _count(self, most):
-        n = self._size()
-        if n < 0 or n > most:
-            raise OTAError("corrupt_patch", "a table of %d entries (at most %d)" % (n, most))
-        return n
+    # --- the patch bytes
 
-    def _number(self, lo, hi):
-        # lo + a number read, which must not take it past hi
+    def _fill(self):
+        n = self._src.readinto(self._buf)
+        if not n:
+            raise OTAError("truncated", "the patch ends after %d bytes of the new image" % self._to_pos)
+        self._pos = 0
+        self._end = n
+
+    def _byte(self):
+        if self._pos == self._end:
+            self._fill()
+        self._pos += 1
+        return self._buf[self._pos - 1]
+
+    def _size(self):
+        b = self._byte()
+        v = b & 0x3F
+        neg = b & 0x40
+        shift = 6
+        while b & 0x80:
+            if shift > 6 + 7 * (_SIZE_BYTES - 2):
+                raise OTAError("corrupt_patch", "a size field is longer than %d bytes" % _SIZE_BYTES)
+            b = self._byte()
+            v |= (b & 0x7F) << shift
+            shift += 7
+        return -v if neg else v
+
+    def readinto(self, buf):
+        want = len(buf)
+        got = 0
+        mv = memoryview(buf)
+        while got < want:
+            state = self._state
+            if state == _DIFF or state == _EXTRA:
+                lit = not self._zeros
+                if lit:
+                    if self._pos == self._end:
+                        self._fill()
+                    n = min(want - got, self._left, self._end - self._pos)
+                    self._left -= n
+                else:  # a zero run: base bytes through T, nothing added
+                    n = min(want - got, self._zeros)
+                    self._zeros -= n
+                if state == _DIFF:
+                    self.read_at(self._old_pos, mv[got : got + n])
+                    if lit:
+                        add_bytes(mv, got, self._buf, self._pos, n)
+                    self._old_pos += n
+                else:
+                    mv[got : got + n] = memoryview(self._buf)[self._pos : self._pos + n]
+                if lit:
+                    self._pos += n
+                self._to_pos += n
+                got += n
+                if not self._left and not self._zeros:
+                    self._state = _ADJUST if state == _EXTRA else _RUN if self._diff_left else _EXTRA_SIZE
+            elif state == _RUN:
+                z = self._number(0, self._diff_left, "zero run")
+                n = self._number(0, self._diff_left - z, "literal run")
+                if not z + n:
+                    raise OTAError("corrupt_patch", "an empty run at new offset %d" % self._to_pos)
+                self._zeros = z
+                self._left = n
+                self._diff_left -= z + n
+                self._state = _DIFF
+            elif state == _CHUNK_SIZE:
+                n = self._number(0, self.to_size - self._to_pos, "diff length")
+                if self._old_pos + n > self._old_size:
+                    raise OTAError("corrupt_patch", "diff reads past the end of the %d-byte base" % self._old_size)
+                self._diff_left = n
+                self._state = _RUN if n else _EXTRA_SIZE
+            elif state == _EXTRA_SIZE:
+                self._left = self._number(0, self.to_size - self._to_pos, "extra length")
+                self._state = _EXTRA if self._left else _ADJUST
+            elif state == _ADJUST:
+                pos = self._old_pos + self._size()
+                if pos < 0 or pos > self._old_size:
+                    raise OTAError("corrupt_patch", "base position %d is outside the %d-byte base" % (pos, self._old_size))
+                self._old_pos = pos
+                self._state = _END if self._to_pos == self.to_size else _CHUNK_SIZE
+            elif state == _END:
+                if self._pos != self._end or self._src.readinto(self._buf):
+                    raise OTAError("trailing_data", "bytes follow the end of the patch")
+                self._state = _DONE
+            else:
+                break
+        return got
+
+    # --- the tables
+
+    def _number(self, lo, hi, what):
+        # lo + the next size, which must stay within hi
         v = lo + self._size()
         if v < lo or v > hi:
-            raise OTAError("corrupt_patch", "a table entry is out of order or out of range")
+            raise OTAError("corrupt_patch", "%s %d at new offset %d is out of range (%d..%d)" % (what, v, self._to_pos, lo, hi))
         return v
 
     def _range(self, x):

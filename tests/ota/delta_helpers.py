@@ -224,7 +224,6 @@ import hashlib
 from binascii import hexlify
 from ota.errors import OTAError
 from ota.inflate import Inflate
-from ota.delta import Patch
 
 
 class Src:
@@ -254,9 +253,11 @@ def run():
     free = low = gc.mem_free()
     stage = Inflate(Src(env("OTA_STREAM"), int(env("OTA_STEP"))), "zlib", 12, int(env("OTA_MAX_OUT")))
     if env("OTA_OLD"):
-        P = Patch
+        # only the format's own module, as update._pipeline imports it
         if env("OTA_FORMAT") == "rdelta":
             from ota.reloc import RelocPatch as P
+        else:
+            from ota.delta import Patch as P
         stage = P(stage, Old(env("OTA_OLD")), int(env("OTA_TO_SIZE")))
     h = hashlib.sha256()
     total = 0

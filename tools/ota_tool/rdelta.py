@@ -38,8 +38,8 @@ ESP32_RANGES = (
 )
 ESP32_CHIP_ID = 0x0000
 
-MAP_LIMIT = 1024  # pieces the host sends at most (ota.reloc.MAX_MAP)
-POOL_LIMIT = 256  # pools the host sends at most (ota.reloc.MAX_POOLS allows more)
+MAP_LIMIT = 192  # pieces the host sends (ota.reloc.MAX_MAP allows more): 8 bytes of device heap each
+POOL_LIMIT = 64  # pools the host sends (ota.reloc.MAX_POOLS allows more): 8 bytes of heap each
 POOL_GAP = 64  # literal words at most this far apart are one pool
 POOL_MIN_REFS = 8  # a pool that fewer L32R candidates load is not worth its bytes
 
