@@ -37,8 +37,8 @@ from .errors import OTAError
 
 HEADER = const(0x70)
 MAX_RANGES = const(8)
-MAX_MAP = const(1024)
-MAX_POOLS = const(512)
+MAX_MAP = const(256)  # 8 bytes of heap each: a patch cannot ask for more
+MAX_POOLS = const(128)
 _MAX_SEGMENTS = const(16)  # ESP-IDF's limit (esp_app_format.h, ESP_IMAGE_MAX_SEGMENTS)
 _MAX_SHIFT = const(0xFFFFFF)
 _CHUNK = const(512)  # base bytes transformed per pass (the scratch buffer holds them + context)

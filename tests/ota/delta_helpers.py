@@ -212,6 +212,118 @@ def esp32_app(seed=1, nfuncs=400, version=b"1.0.0", edits=0, edit_seed=0):
     return img.save(None)
 
 
+# ESP32 app images with real Xtensa encodings (for ota.reloc): windowed-ABI functions that start
+# with ENTRY and call each other with CALL8, L32R loads from literal pools that hold pointers, and
+# pointer tables in .rodata and .data, laid out as ESP-IDF links an app (literal pools of a library
+# gathered before its code). A rebuild with a few edited functions moves everything behind them,
+# as a real one does: that is what the relocation-aware patch is for.
+
+
+def _entry_insn():
+    return bytes([0x36, 0x41, 0x00])  # ENTRY a1, 32
+
+
+def _call8(pc, target):
+    off = (target - (pc & ~3) - 4) >> 2
+    off &= 0x3FFFF
+    return bytes([0x25 | (off & 3) << 6, off >> 2 & 0xFF, off >> 10 & 0xFF])
+
+
+def _l32r(pc, literal, reg):
+    imm = ((literal - ((pc + 3) & ~3)) >> 2) & 0xFFFF
+    return bytes([0x01 | reg << 4, imm & 0xFF, imm >> 8])
+
+
+def _xtensa_program(seed, nfuncs):
+    rng = random.Random(seed)
+    # filler instructions: 2- and 3-byte patterns whose first byte is no CALLn/L32R opcode
+    vocab = []
+    while len(vocab) < 300:
+        ins = bytes(rng.randrange(256) for _ in range(rng.choice((2, 3, 3))))
+        if ins[0] & 0x0F not in (1, 5, 6):
+            vocab.append(ins)
+    funcs = []
+    for _ in range(nfuncs):
+        body = []
+        for _ in range(int(rng.paretovariate(1.5) * 12)):
+            r = rng.random()
+            if r < 0.12:
+                body.append(("call", rng.randrange(nfuncs)))
+            elif r < 0.22:
+                body.append(("lit", rng.randrange(nfuncs * 2)))  # literal slot index
+            else:
+                body.append(vocab[min(int(rng.expovariate(0.05)), len(vocab) - 1)])
+        funcs.append(body)
+    strings = [b"msg %d %s\x00" % (i, bytes(rng.choice(b"abcdefgh") for _ in range(rng.randrange(3, 20))))
+               for i in range(nfuncs)]
+    return rng, vocab, funcs, strings
+
+
+def _xtensa_link(funcs, strings, nlits, irom, drom):
+    # .rodata: descriptor, a table of function pointers, strings
+    str_addr = []
+    a = drom + 256 + 4 * len(funcs)
+    for text in strings:
+        str_addr.append(a)
+        a += len(text)
+    # .flash.text: the literal pool (one word per slot), then the functions, each 4-aligned
+    pool = irom
+    f_addr = []
+    pc = pool + 4 * nlits
+    for body in funcs:
+        f_addr.append(pc)
+        size = 3 + sum(3 if isinstance(ins, tuple) else len(ins) for ins in body)
+        pc += size + (-size % 4)
+    lits = b"".join(struct.pack("<I", f_addr[i // 2] if i % 2 else str_addr[i // 2]) for i in range(nlits))
+    code = bytearray()
+    for body, start in zip(funcs, f_addr):
+        pc = start
+        fn = bytearray(_entry_insn())
+        pc += 3
+        for ins in body:
+            if isinstance(ins, tuple):
+                kind, arg = ins
+                ins = _call8(pc, f_addr[arg]) if kind == "call" else _l32r(pc, pool + 4 * arg, arg % 16)
+            fn += ins
+            pc += len(ins)
+        code += fn + b"\x00" * (-len(fn) % 4)
+    table = b"".join(struct.pack("<I", f) for f in f_addr)
+    return lits + bytes(code), table, b"".join(strings), str_addr, f_addr
+
+
+def xtensa_app(seed=1, nfuncs=300, version=b"1.0.0", edits=0, edit_seed=0):
+    """A real-format ESP32 app image whose code is Xtensa-like (see above); `edits` edited
+    functions (and one longer string) make the next build."""
+    rng, vocab, funcs, strings = _xtensa_program(seed, nfuncs)
+    build_time = b"12:00:00"
+    if edits:
+        er = random.Random(edit_seed)
+        for _ in range(edits):
+            body = funcs[er.randrange(nfuncs)]
+            at = er.randrange(len(body) + 1)
+            body[at:at] = [vocab[er.randrange(40)] for _ in range(er.randrange(1, 12))]
+        i = er.randrange(nfuncs)
+        strings[i] = strings[i][:-1] + b" (changed)\x00"
+        build_time = b"13:%02d:00" % (edit_seed % 60)
+    text, table, rodata, str_addr, f_addr = _xtensa_link(funcs, strings, 2 * nfuncs, _IROM, _DROM)
+    dram = b"".join(struct.pack("<II", str_addr[i], f_addr[i]) for i in range(0, nfuncs, 7))
+    img = ESP32FirmwareImage()
+    img.entrypoint = f_addr[0]
+    img.flash_mode = 2
+    img.flash_size_freq = 0x20
+
+    def seg(name, addr, data):
+        return ELFSection(name, addr, data + b"\x00" * (-len(data) % 4), flags=0)
+
+    desc = _app_desc(version, build_time)
+    img.segments = [
+        seg(b".flash.rodata", _DROM, desc + table + rodata),
+        seg(b".dram0.data", _DRAM, dram),
+        seg(b".flash.text", _IROM, text),
+    ]
+    return img.save(None)
+
+
 # Under MicroPython: the library and a small runner precompiled to .mpy, as a device holds them
 # (source compiled at import time would need more heap than the pipeline itself).
 
