@@ -250,6 +250,15 @@ def delta(stream, old, to_size, wbits, step):
                         to_size), 4096)
 
 
+def rdelta(stream, old, to_size, wbits, step):
+    """An rdelta artifact as update._pipeline decodes it: zlib, then the relocation patch."""
+    from ota.inflate import Inflate
+    from ota.reloc import RelocPatch, max_raw_patch_len
+
+    return _drain(RelocPatch(Inflate(_Src(stream, step), "zlib", wbits, max_raw_patch_len(to_size)), _Base(old),
+                             to_size), 4096)
+
+
 def inflate(stream, gzip, wbits, step, max_out):
     from ota.inflate import Inflate
 
@@ -285,7 +294,7 @@ def bundle_path(path, root):
 
 
 TARGETS = {"manifest": manifest, "keys": keys, "http": http, "image": image, "otadata": otadata,
-           "patch": patch, "delta": delta, "inflate": inflate, "ed25519": ed25519, "bundle": bundle,
+           "patch": patch, "delta": delta, "rdelta": rdelta, "inflate": inflate, "ed25519": ed25519, "bundle": bundle,
            "bundle_path": bundle_path}
 
 

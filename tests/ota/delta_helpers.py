@@ -291,9 +291,11 @@ def _xtensa_link(funcs, strings, nlits, irom, drom):
     return lits + bytes(code), table, b"".join(strings), str_addr, f_addr
 
 
-def xtensa_app(seed=1, nfuncs=300, version=b"1.0.0", edits=0, edit_seed=0):
+def xtensa_app(seed=1, nfuncs=300, version=b"1.0.0", edits=0, edit_seed=0, in_ram=False):
     """A real-format ESP32 app image whose code is Xtensa-like (see above); `edits` edited
-    functions (and one longer string) make the next build."""
+    functions (and one longer string) make the next build. in_ram: code in IRAM and constants in
+    DRAM instead of flash (IROM/DROM), so that esptool pads nothing: a small image (fuzzing)."""
+    irom, drom, dram = (_IRAM, _DRAM + 0x10000, _DRAM) if in_ram else (_IROM, _DROM, _DRAM)
     rng, vocab, funcs, strings = _xtensa_program(seed, nfuncs)
     build_time = b"12:00:00"
     if edits:
@@ -305,8 +307,8 @@ def xtensa_app(seed=1, nfuncs=300, version=b"1.0.0", edits=0, edit_seed=0):
         i = er.randrange(nfuncs)
         strings[i] = strings[i][:-1] + b" (changed)\x00"
         build_time = b"13:%02d:00" % (edit_seed % 60)
-    text, table, rodata, str_addr, f_addr = _xtensa_link(funcs, strings, 2 * nfuncs, _IROM, _DROM)
-    dram = b"".join(struct.pack("<II", str_addr[i], f_addr[i]) for i in range(0, nfuncs, 7))
+    text, table, rodata, str_addr, f_addr = _xtensa_link(funcs, strings, 2 * nfuncs, irom, drom)
+    data = b"".join(struct.pack("<II", str_addr[i], f_addr[i]) for i in range(0, nfuncs, 7))
     img = ESP32FirmwareImage()
     img.entrypoint = f_addr[0]
     img.flash_mode = 2
@@ -317,9 +319,9 @@ def xtensa_app(seed=1, nfuncs=300, version=b"1.0.0", edits=0, edit_seed=0):
 
     desc = _app_desc(version, build_time)
     img.segments = [
-        seg(b".flash.rodata", _DROM, desc + table + rodata),
-        seg(b".dram0.data", _DRAM, dram),
-        seg(b".flash.text", _IROM, text),
+        seg(b".flash.rodata", drom, desc + table + rodata),
+        seg(b".dram0.data", dram, data),
+        seg(b".flash.text", irom, text),
     ]
     return img.save(None)
 

@@ -70,8 +70,9 @@ def zlib_artifact(data, wbits):
 
 def build(image, version, signing_keys, out_dir, channel="stable", security_version=0, board="*",
           compress=False, wbits=12, bases=(), requires=None, expires=None, commit=None, min_saving=0.10,
-          manifest_name=None, slot_size=None, created=None, extra=None):
-    """Write a signed release of `image` (bytes) into the repository `out_dir`. Returns a summary."""
+          manifest_name=None, slot_size=None, created=None, extra=None, rdelta=True):
+    """Write a signed release of `image` (bytes) into the repository `out_dir`. Returns a summary.
+    rdelta: also publish relocation-aware patches (ota.reloc) from `bases` where they are smaller."""
     device_manifest.parse_version(version)  # refuse a version the device would refuse
     chip = check_image(image)
     os.makedirs(out_dir, exist_ok=True)
@@ -87,6 +88,7 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
         smallest_full = min(smallest_full, len(z))
     skipped = []
     extra_arts = []
+    use_rdelta = rdelta
     for base in bases:
         from . import delta, rdelta
 
@@ -99,7 +101,7 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
                      "wbits": wbits, "base_sha256": sha256_hex(base)})
         # The relocation-aware patch too, for devices that know it (listed apart: older devices
         # refuse an unknown encoding in "artifacts"); only where it is smaller than today's.
-        if rdelta.supported(base) and rdelta.supported(image):
+        if use_rdelta and rdelta.supported(base) and rdelta.supported(image):
             rpatch = rdelta.make_patch(base, image, wbits)
             if len(rpatch) < len(patch):
                 name = _write_artifact(out_dir, rpatch, "rpatch")
