@@ -41,14 +41,11 @@ MAX_MAP = const(256)  # 8 bytes of heap each: a patch cannot ask for more
 MAX_POOLS = const(128)
 _MAX_SEGMENTS = const(16)  # ESP-IDF's limit (esp_app_format.h, ESP_IMAGE_MAX_SEGMENTS)
 _MAX_SHIFT = const(0xFFFFFF)
-_CHUNK = const(512)  # base bytes transformed per pass (the scratch buffer holds them + context)
-_CTX = const(4)
 _SIZE_BYTES = const(5)  # 34 bits, beyond any flash: a longer size field is refused
 
 # Not ota.delta.Patch's subclass, on purpose: on MicroPython every loaded module costs heap, and
 # this format must not load that one (measured 4.4 KB on the 64-bit unix port).
 _CHUNK_SIZE = const(0)  # states
-_RUN = const(1)
 _DIFF = const(2)
 _EXTRA_SIZE = const(3)
 _EXTRA = const(4)
@@ -73,7 +70,7 @@ class RelocPatch:
         self._old_size = size = old.size
         self._buf = bytearray(512)
         self._pos = self._end = self._old_pos = self._to_pos = 0
-        self._left = self._zeros = self._diff_left = 0
+        self._left = self._zeros = self._diff_left = self._runs_left = 0
         self.to_size = None
         if self._byte() != HEADER:
             raise OTAError("unsupported_patch", "not a relocation patch")
@@ -90,8 +87,8 @@ class RelocPatch:
         # ranges (start gap, length, kind), map (start gap, shift), pools (start gap, length):
         # arrays sized by their bounded counts, every entry checked
         nr = self._number(0, MAX_RANGES, "range count")
-        rl = self._rl = array("I", range(nr))
-        rh = self._rh = array("I", range(nr))
+        rl = array("I", range(nr))
+        rh = array("I", range(nr))
         rk = bytearray(nr)
         end = 0
         for i in range(nr):
@@ -99,8 +96,9 @@ class RelocPatch:
             rh[i] = end = self._number(end + 1, 0x7FFFFFFF, "range end")
             rk[i] = self._number(0, 1, "range kind")
         nm = self._number(0, MAX_MAP, "map count")
-        ms = self._ms = array("I", range(nm))
-        md = self._md = array("I", range(nm))
+        ms = array("I", range(nm))
+        md = array("I", range(nm))
+        self._tab = (rl, rh)  # for _range(); then (ranges, map, pools): few attributes, a small dict
         for i in range(nm):
             end = ms[i] = self._number(end + 1 if i else 0, 0x7FFFFFFF, "map start")
             if self._range(end) < 0:
@@ -110,8 +108,8 @@ class RelocPatch:
                 raise OTAError("corrupt_patch", "map shift %d is out of range" % v)
             md[i] = BIAS + v
         np = self._number(0, MAX_POOLS, "pool count")
-        ps = self._ps = array("I", range(np))
-        pe = self._pe = array("I", range(np))
+        ps = array("I", range(np))
+        pe = array("I", range(np))
         end = 0
         for i in range(np):
             ps[i] = a = self._number(end, 0x7FFFFFFB, "pool start")  # after the previous pool: none overlap
@@ -119,13 +117,12 @@ class RelocPatch:
             k = self._range(a)
             if (a | end) & 3 or k < 0 or not rk[k] or end > rh[k]:
                 raise OTAError("corrupt_patch", "pool %d (0x%x..0x%x) is not an aligned part of a code range" % (i, a, end))
+        self._tab = (rl, rh, ms, md, ps, pe)
         # the segments of the base image (its own header says where each one is loaded) that
         # lie in a listed range: 4 numbers each (file start, file end, load address, kind)
-        self._segments = segs = array("I", range(4 * _MAX_SEGMENTS))
-        self._nseg = 0
-        self._scratch = bytearray(_CHUNK + 2 * _CTX)
-        self._two = bytearray(2)
-        head = memoryview(self._scratch)[:8]
+        self._segments = segs = array("I")
+        self._ctx = bytearray(10)  # the 4 + 4 base bytes around a read; 2 for _entry
+        head = memoryview(self._ctx)[:8]
         pos = 24
         if old.size < pos:
             return  # not an app image: T is the identity
@@ -143,9 +140,8 @@ class RelocPatch:
                 break
             k = self._range(va)
             if k >= 0 and n and va + n <= rh[k]:
-                i = 4 * self._nseg
-                segs[i], segs[i + 1], segs[i + 2], segs[i + 3] = pos, pos + n, va, rk[k]
-                self._nseg += 1
+                for v in (pos, pos + n, va, rk[k]):
+                    segs.append(v)
             pos += n
 
     # --- the patch bytes
@@ -182,44 +178,54 @@ class RelocPatch:
         mv = memoryview(buf)
         while got < want:
             state = self._state
-            if state == _DIFF or state == _EXTRA:
-                lit = not self._zeros
-                if lit:
-                    if self._pos == self._end:
-                        self._fill()
-                    n = min(want - got, self._left, self._end - self._pos)
-                    self._left -= n
-                else:  # a zero run: base bytes through T, nothing added
-                    n = min(want - got, self._zeros)
-                    self._zeros -= n
-                if state == _DIFF:
-                    self.read_at(self._old_pos, mv[got : got + n])
-                    if lit:
-                        add_bytes(mv, got, self._buf, self._pos, n)
-                    self._old_pos += n
-                else:
-                    mv[got : got + n] = memoryview(self._buf)[self._pos : self._pos + n]
-                if lit:
-                    self._pos += n
+            if state == _DIFF:
+                # T(base) for as much of the diff as fits, then the literal runs added to it
+                n = min(want - got, self._diff_left)
+                self.read_at(self._old_pos, mv[got : got + n])
+                i = 0
+                while i < n:
+                    if not self._zeros and not self._left:
+                        z = self._number(0, self._runs_left, "zero run")
+                        k = self._number(0, self._runs_left - z, "literal run")
+                        if not z + k:
+                            raise OTAError("corrupt_patch", "an empty run at new offset %d" % (self._to_pos + i))
+                        self._zeros = z
+                        self._left = k
+                        self._runs_left -= z + k
+                    if self._zeros:
+                        k = min(self._zeros, n - i)
+                        self._zeros -= k
+                    else:
+                        if self._pos == self._end:
+                            self._fill()
+                        k = min(self._left, n - i, self._end - self._pos)
+                        add_bytes(mv, got + i, self._buf, self._pos, k)
+                        self._pos += k
+                        self._left -= k
+                    i += k
+                self._old_pos += n
+                self._to_pos += n
+                self._diff_left -= n
+                got += n
+                if not self._diff_left:
+                    self._state = _EXTRA_SIZE
+            elif state == _EXTRA:
+                if self._pos == self._end:
+                    self._fill()
+                n = min(want - got, self._left, self._end - self._pos)
+                mv[got : got + n] = memoryview(self._buf)[self._pos : self._pos + n]
+                self._pos += n
+                self._left -= n
                 self._to_pos += n
                 got += n
-                if not self._left and not self._zeros:
-                    self._state = _ADJUST if state == _EXTRA else _RUN if self._diff_left else _EXTRA_SIZE
-            elif state == _RUN:
-                z = self._number(0, self._diff_left, "zero run")
-                n = self._number(0, self._diff_left - z, "literal run")
-                if not z + n:
-                    raise OTAError("corrupt_patch", "an empty run at new offset %d" % self._to_pos)
-                self._zeros = z
-                self._left = n
-                self._diff_left -= z + n
-                self._state = _DIFF
+                if not self._left:
+                    self._state = _ADJUST
             elif state == _CHUNK_SIZE:
                 n = self._number(0, self.to_size - self._to_pos, "diff length")
                 if self._old_pos + n > self._old_size:
                     raise OTAError("corrupt_patch", "diff reads past the end of the %d-byte base" % self._old_size)
-                self._diff_left = n
-                self._state = _RUN if n else _EXTRA_SIZE
+                self._diff_left = self._runs_left = n
+                self._state = _DIFF if n else _EXTRA_SIZE
             elif state == _EXTRA_SIZE:
                 self._left = self._number(0, self.to_size - self._to_pos, "extra length")
                 self._state = _EXTRA if self._left else _ADJUST
@@ -247,42 +253,45 @@ class RelocPatch:
         return v
 
     def _range(self, x):
-        rl = self._rl
+        rl, rh = self._tab[0], self._tab[1]
         for i in range(len(rl)):
-            if rl[i] <= x < self._rh[i]:
+            if rl[i] <= x < rh[i]:
                 return i
         return -1
 
     def _entry(self, t):
         # Is there an ENTRY instruction at address t of the base? (two bytes read from flash)
         segs = self._segments
-        for i in range(0, 4 * self._nseg, 4):
+        for i in range(0, len(segs), 4):
             sf, se, va = segs[i], segs[i + 1], segs[i + 2]
             if segs[i + 3] and va <= t and t - va + 2 <= se - sf:
-                two = self._two
+                two = memoryview(self._ctx)[8:]  # (read_at's ctx is the first 8 bytes)
                 self._base.read_at(sf + t - va, two)
                 return 1 if two[0] == 0x36 and two[1] & 0x0F == 1 else 0
         return 0
 
     def read_at(self, off, mv):
-        size = self._old_size
-        while len(mv):
-            n = min(len(mv), _CHUNK)
-            lo = off - _CTX if off > _CTX else 0
-            hi = min(off + n + _CTX, size)
-            src = self._scratch
-            self._base.read_at(lo, memoryview(src)[: hi - lo])
-            mv[:n] = memoryview(src)[off - lo : off - lo + n]
-            segs = self._segments
-            for i in range(0, 4 * self._nseg, 4):
-                sf, se, va, kind = segs[i], segs[i + 1], segs[i + 2], segs[i + 3]
-                a = max(off, sf)
-                b = min(off + n, se)
-                if a < b:
-                    if kind:
-                        code_rules(src, lo, mv, off, a, b, sf, se, va, self._ms, self._md, len(self._ms),
-                                   self._ps, self._pe, len(self._ps), self._entry)
-                    word_rules(src, lo, mv, off, a, b, sf, se, va, self._ms, self._md, len(self._ms),
-                               self._rl, self._rh, len(self._rl), self._ps, self._pe, len(self._ps), kind)
-            off += n
-            mv = mv[n:]
+        # the base bytes in place, their 4 neighbours on each side in ctx, then T on each segment
+        n = len(mv)
+        base = self._base
+        base.read_at(off, mv)
+        ctx = self._ctx
+        segs = self._segments
+        rl, rh, ms, md, ps, pe = self._tab
+        fresh = False
+        for i in range(0, len(segs), 4):
+            sf, se, va, kind = segs[i], segs[i + 1], segs[i + 2], segs[i + 3]
+            a = max(off, sf)
+            b = min(off + n, se)
+            if a < b:
+                if not fresh:  # read once per call, where a segment needs it
+                    fresh = True
+                    k = min(off, 4)
+                    if k:
+                        base.read_at(off - k, memoryview(ctx)[4 - k : 4])
+                    k = min(self._old_size - off - n, 4)
+                    if k > 0:
+                        base.read_at(off + n, memoryview(ctx)[4 : 4 + k])
+                if kind:
+                    code_rules(mv, off, n, ctx, a, b, sf, se, va, ms, md, len(ms), ps, pe, len(ps), self._entry)
+                word_rules(mv, off, n, ctx, a, b, sf, se, va, ms, md, len(ms), rl, rh, len(rl), ps, pe, len(ps), kind)

@@ -1,17 +1,19 @@
 # The hot loops of the relocation-aware delta (ota/reloc.py): the transform T of the base image,
 # as @micropython.viper on MicroPython and as plain Python (the twin) on CPython, where the host
 # tool runs the same function over a whole image. Both must give the same bytes: tests compare
-# them (tests/ota/test_reloc.py runs the viper twin under the MicroPython unix port).
+# them (tests/ota/test_delta_reloc.py runs the viper twin under the MicroPython unix port).
 #
 # Common arguments:
-#   src, s0   original base bytes: src[i - s0] is the base byte at file offset i
-#   dst, d0   output: dst[i - d0] receives T(base) at file offset i, for a <= i < b; it holds the
-#             original bytes on entry and only changed bytes are written
-#   sf, se    the segment's file offsets [sf, se), loaded at address va (for file offset sf)
+#   buf, d0, n  the base bytes at file offsets d0 .. d0 + n, transformed IN PLACE: only the bytes
+#               T changes are written, each byte is read before any write could reach it
+#   ctx         8 bytes: the base bytes at d0 - 4 .. d0 and d0 + n .. d0 + n + 4 (an instruction
+#               at q covers q..q+2 and is rewritten only if none was found at q-1 or q-2; a word
+#               may straddle the edges); only [a, b) is written
+#   sf, se, va  the segment's file offsets [sf, se), loaded at address va (for file offset sf)
 #   ms, md, nm  the address map: md[k] - BIAS is the shift of addresses ms[k] <= x < ms[k + 1]
 #   ps, pe, np  literal pools [ps[k], pe[k]) (addresses, 4-aligned, sorted, disjoint)
-# The caller provides src for file offsets max(sf, a - 4) .. min(se, b + 4): an instruction at q
-# covers q..q+2 and is rewritten only if no instruction was found at q-1 or q-2.
+#   entry       entry(t) -> 1 if an ENTRY instruction is at address t of the base (a flash read,
+#               asked only where the map moves the target by another amount than the CALL)
 #
 # Xtensa encodings (Xtensa Instruction Set Architecture Reference Manual, "CALLN", "L32R",
 # "ENTRY"; little-endian byte order as on the ESP32):

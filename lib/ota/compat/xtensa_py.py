@@ -1,20 +1,38 @@
 # The plain-Python twins of ota/compat/xtensa.py's viper loops (CPython, and the host tool over
 # whole images): same arguments, same bytes out. Kept in their own module so that MicroPython
 # never loads them (a module's bytecode is heap there).
+from bisect import bisect_right
+
 from .xtensa import BIAS
 
-from bisect import bisect_right
+
+def code_rules(buf, d0, n, ctx, a, b, sf, se, va, ms, md, nm, ps, pe, np, entry):
+    src, s0 = _original(buf, d0, n, ctx)
+    return _code_rules(src, s0, buf, d0, a, b, sf, se, va, ms, md, nm, ps, pe, np, entry)
+
+
+def word_rules(buf, d0, n, ctx, a, b, sf, se, va, ms, md, nm, rl, rh, nr, ps, pe, np, pooled):
+    src, s0 = _original(buf, d0, n, ctx)
+    return _word_rules(src, s0, buf, d0, a, b, sf, se, va, ms, md, nm, rl, rh, nr, ps, pe, np, pooled)
+
+
+def _original(buf, d0, n, ctx):
+    # the base bytes at file offsets d0 - 4 .. d0 + n + 4 in one piece, and that first offset
+    return bytes(ctx[:4]) + bytes(memoryview(buf)[:n]) + bytes(ctx[4:8]), d0 - 4
+
 
 def _delta(ms, md, x):
     k = bisect_right(ms, x)
     return md[k - 1] - BIAS if k else 0
+
 
 def _put3(dst, i, lo, hi, three):
     for j in range(3):
         if lo <= i + j < hi:
             dst[i + j] = three[j]
 
-def code_rules(src, s0, dst, d0, a, b, sf, se, va, ms, md, nm, ps, pe, np, entry):
+
+def _code_rules(src, s0, dst, d0, a, b, sf, se, va, ms, md, nm, ps, pe, np, entry):
     # Candidates are only bytes whose low nibble is 5 or 1 (CALLn, L32R): found with
     # bytes.translate + find, then the same tests as the viper twin, in the same order.
     lo_q = max(sf, a - 4)
@@ -66,7 +84,9 @@ def code_rules(src, s0, dst, d0, a, b, sf, se, va, ms, md, nm, ps, pe, np, entry
             done += 1
     return done
 
+
 _NIBBLE = bytes(1 if (i & 0x0F) in (1, 5) else 0 for i in range(256))
+
 
 def _candidates(view, base):
     # offsets (plus base) of the bytes whose low nibble is 1 or 5, in order
@@ -76,7 +96,8 @@ def _candidates(view, base):
         yield base + i
         i = marks.find(1, i + 1)
 
-def word_rules(src, s0, dst, d0, a, b, sf, se, va, ms, md, nm, rl, rh, nr, ps, pe, np, pooled):
+
+def _word_rules(src, s0, dst, d0, a, b, sf, se, va, ms, md, nm, rl, rh, nr, ps, pe, np, pooled):
     q = max(sf, a - 3)
     q += (sf - va - q) & 3
     done = 0

@@ -1,30 +1,49 @@
 # The viper loops of ota/compat/xtensa.py (MicroPython only; their plain twins are xtensa_py.py).
+# 0x1000000 below is xtensa.BIAS (map shifts are stored + BIAS).
 import micropython
-
-# 0x1000000 below is xtensa.BIAS (map shifts are stored + BIAS)
 
 
 @micropython.viper
-def code_rules(src, s0: int, dst, d0: int, a: int, b: int, sf: int, se: int, va: int,
+def code_rules(buf, d0: int, n: int, ctx, a: int, b: int, sf: int, se: int, va: int,
                ms, md, nm: int, ps, pe, np: int, entry) -> int:
-    s = ptr8(src)  # noqa: F821 - viper builtins
-    d = ptr8(dst)  # noqa: F821
+    s = ptr8(buf)  # noqa: F821 - viper builtins
+    c = ptr8(ctx)  # noqa: F821
     m_s = ptr32(ms)  # noqa: F821
     m_d = ptr32(md)  # noqa: F821
     p_s = ptr32(ps)  # noqa: F821
     p_e = ptr32(pe)  # noqa: F821
-    q = a - 4
-    if q < sf:
-        q = sf
+    q0 = a - 4
+    if q0 < sf:
+        q0 = sf
     end = b
     if end > se - 3:
         end = se - 3
+    if q0 >= end:
+        return 0
+    hi = d0 + n
     prev1 = 0  # an instruction was found at q - 1 / q - 2
     prev2 = 0
     kp = 0  # first pool ending after pc
     km = 0  # map piece of pc
     done = 0
+    b0 = 0
+    b1 = 0
+    b2 = 0
+    q = q0 - 2  # two rounds only fetch: b0, b1, b2 are the ORIGINAL bytes at q, q+1, q+2
     while q < end:
+        i = q + 2  # the byte at file offset q + 2: before d0 and after hi it is in ctx
+        if i < d0:
+            v = c[i - d0 + 4]
+        elif i < hi:
+            v = s[i - d0]
+        else:
+            v = c[i - hi + 4]
+        b0 = b1
+        b1 = b2
+        b2 = v
+        if q < q0:
+            q += 1
+            continue
         pc = va + q - sf
         while kp < np and p_e[kp] <= pc:
             kp += 1
@@ -42,20 +61,19 @@ def code_rules(src, s0: int, dst, d0: int, a: int, b: int, sf: int, se: int, va:
         if kp < np:
             if p_s[kp] <= pc + 2:
                 inpool = 1
-        b0 = s[q - s0]
         if inpool == 0 and (b0 & 0x0F == 5) and (b0 & 0x30 != 0):
-            off = (b0 >> 6) | (s[q + 1 - s0] << 2) | (s[q + 2 - s0] << 10)
+            off = (b0 >> 6) | (b1 << 2) | (b2 << 10)
             if off & 0x20000:
                 off -= 0x40000
             t = (pc & (-4)) + (off << 2) + 4
             lo = 0
-            hi = nm
-            while lo < hi:
-                mid = (lo + hi) >> 1
+            hi2 = nm
+            while lo < hi2:
+                mid = (lo + hi2) >> 1
                 if m_s[mid] <= t:
                     lo = mid + 1
                 else:
-                    hi = mid
+                    hi2 = mid
             dt = 0
             if lo > 0:
                 dt = m_d[lo - 1] - 0x1000000
@@ -70,24 +88,24 @@ def code_rules(src, s0: int, dst, d0: int, a: int, b: int, sf: int, se: int, va:
                         z = off >> 10
                         put = 1
         elif inpool == 0 and (b0 & 0x0F == 1):
-            lit = ((pc + 3) & (-4)) + (((s[q + 1 - s0] | (s[q + 2 - s0] << 8)) - 0x10000) << 2)
+            lit = ((pc + 3) & (-4)) + (((b1 | (b2 << 8)) - 0x10000) << 2)
             lo = 0
-            hi = np
-            while lo < hi:
-                mid = (lo + hi) >> 1
+            hi2 = np
+            while lo < hi2:
+                mid = (lo + hi2) >> 1
                 if p_s[mid] <= lit:
                     lo = mid + 1
                 else:
-                    hi = mid
+                    hi2 = mid
             if lo > 0 and lit < p_e[lo - 1]:
                 lo = 0
-                hi = nm
-                while lo < hi:
-                    mid = (lo + hi) >> 1
+                hi2 = nm
+                while lo < hi2:
+                    mid = (lo + hi2) >> 1
                     if m_s[mid] <= lit:
                         lo = mid + 1
                     else:
-                        hi = mid
+                        hi2 = mid
                 dl = 0
                 if lo > 0:
                     dl = m_d[lo - 1] - 0x1000000
@@ -102,30 +120,33 @@ def code_rules(src, s0: int, dst, d0: int, a: int, b: int, sf: int, se: int, va:
                             z = off >> 8
                             put = 1
         if put:
-            # the instruction's three bytes, those of them inside [a, b)
+            # the instruction's three bytes, those of them inside [a, b); the loop has already
+            # fetched the originals of q + 1 and q + 2
             if a <= q and q < b:
-                d[q - d0] = x
+                s[q - d0] = x
             if a <= q + 1 and q + 1 < b:
-                d[q + 1 - d0] = y
+                s[q + 1 - d0] = y
             if a <= q + 2 and q + 2 < b:
-                d[q + 2 - d0] = z
+                s[q + 2 - d0] = z
             done += 1
         prev2 = prev1
         prev1 = found
         q += 1
     return done
 
+
 @micropython.viper
-def word_rules(src, s0: int, dst, d0: int, a: int, b: int, sf: int, se: int, va: int,
+def word_rules(buf, d0: int, n: int, ctx, a: int, b: int, sf: int, se: int, va: int,
                ms, md, nm: int, rl, rh, nr: int, ps, pe, np: int, pooled: int) -> int:
-    s = ptr8(src)  # noqa: F821
-    d = ptr8(dst)  # noqa: F821
+    s = ptr8(buf)  # noqa: F821
+    c = ptr8(ctx)  # noqa: F821
     m_s = ptr32(ms)  # noqa: F821
     m_d = ptr32(md)  # noqa: F821
     r_l = ptr32(rl)  # noqa: F821
     r_h = ptr32(rh)  # noqa: F821
     p_s = ptr32(ps)  # noqa: F821
     p_e = ptr32(pe)  # noqa: F821
+    hi = d0 + n
     q = a - 3
     if q < sf:
         q = sf
@@ -142,8 +163,18 @@ def word_rules(src, s0: int, dst, d0: int, a: int, b: int, sf: int, se: int, va:
             if kp < np and p_s[kp] <= w:
                 ok = 1
         if ok:
-            i = q - s0
-            v = s[i] | (s[i + 1] << 8) | (s[i + 2] << 16) | (s[i + 3] << 24)
+            v = 0
+            j = 0
+            while j < 4:
+                i = q + j
+                if i < d0:
+                    x = c[i - d0 + 4]
+                elif i < hi:
+                    x = s[i - d0]
+                else:
+                    x = c[i - hi + 4]
+                v |= x << (8 * j)
+                j += 1
             r = 0
             ok = 0
             while r < nr:
@@ -152,19 +183,19 @@ def word_rules(src, s0: int, dst, d0: int, a: int, b: int, sf: int, se: int, va:
                 r += 1
             if ok:
                 lo = 0
-                hi = nm
-                while lo < hi:
-                    mid = (lo + hi) >> 1
+                hi2 = nm
+                while lo < hi2:
+                    mid = (lo + hi2) >> 1
                     if m_s[mid] <= v:
                         lo = mid + 1
                     else:
-                        hi = mid
+                        hi2 = mid
                 if lo > 0 and m_d[lo - 1] != 0x1000000:
                     v += m_d[lo - 1] - 0x1000000
                     j = 0
                     while j < 4:
                         if a <= q + j and q + j < b:
-                            d[q + j - d0] = v >> (8 * j)
+                            s[q + j - d0] = v >> (8 * j)
                         j += 1
                     done += 1
         q += 4
