@@ -404,3 +404,34 @@ def test_mp_refuses_bad_patches(mpy_dir, tmp_path):
         if raw and name in ("map out of range", "pools overlap", "too many map pieces", "empty run"):
             got = _mp(mpy_dir, tmp_path, OLD, delta.zlib_compress(raw), 10)
             assert got[:2] == ["OTAError", reason], (name, got)
+
+
+def test_board_refuses_a_patch_with_a_wrong_map_and_changes_nothing(tmp_path, monkeypatch):
+    # A signed rdelta whose map is not the one its chunks were made with: the device applies it,
+    # the image checks refuse the result before set_boot, and the board still runs 1.0.0.
+    from tests.campaign import world as W
+    from tests.simhelpers import otadata_bytes
+
+    def wrong_map_patch(old, new, wbits=12):
+        pools = rdelta.find_pools(old)
+        pieces = rdelta.build_map(rdelta._votes(old, new, pools))
+        pools = rdelta.useful_pools(old, pools, pieces)
+        chunks = delta.raw_patch(rdelta.transform(old, rdelta.ESP32_RANGES, pieces, pools), new)
+        pieces = [(v, s + 4) for v, s in pieces] or [(0x3F400000, 4)]
+        return delta.zlib_compress(rdelta.encode(len(old), len(new), rdelta.ESP32_RANGES, pieces, pools, chunks))
+
+    monkeypatch.setattr(rdelta, "make_patch", wrong_map_patch)
+    w = W.World(str(tmp_path))
+    try:
+        repo = w.repo("r")
+        info = repo.publish(NEW, "2.0.0", bases=[OLD])
+        assert [a["encoding"] for a in info["artifacts"]][-1] == "rdelta"
+        dev = W.provision(w, str(tmp_path / "d.bin"), repo.url, repo.ca_der, image=OLD)
+        before = otadata_bytes(dev)
+        out = dev.run(W.main_py)
+        # the wrong bytes are caught by the streaming image check (checksum) or by the image hash
+        assert out.value[1] == "refused" and out.value[2] in ("bad_image", "hash_mismatch"), (out.kind, out.value)
+        assert otadata_bytes(dev) == before
+        assert W.running(dev)[:3] == ("1.0.0", "valid", "ota_0") and dev.slot_image("ota_0", len(OLD)) == OLD
+    finally:
+        w.close()
