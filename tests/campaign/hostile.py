@@ -911,42 +911,37 @@ def catalogue_manifests():
     return len(cases), wrong
 
 
-def catalogue_patches():
-    """tests/ota/test_delta.py HOSTILE: each hostile delta patch refused with its reason."""
-    from ota.delta import Patch
+def _catalogue_of_patches(stage, cases, old):
+    # each (name, patch, reason) of `cases` read through stage(Source, Base) must be refused so
     from ota.errors import OTAError
     from tests.ota.delta_helpers import Base, Source, read_all
-    from tests.ota.test_delta import HOSTILE, OLD
 
     wrong = []
-    for name, patch, reason in HOSTILE:
+    for name, patch, reason in cases:
         try:
-            read_all(Patch(Source(patch, 3), Base(OLD)))
+            read_all(stage(Source(patch, 3), Base(old)), limit=1 << 22)
             got = None
         except OTAError as e:
             got = e.reason
         if got != reason:
             wrong.append("%s: %s, expected %s" % (name, got, reason))
-    return len(HOSTILE), wrong
+    return len(cases), wrong
+
+
+def catalogue_patches():
+    """tests/ota/test_delta.py HOSTILE: each hostile delta patch refused with its reason."""
+    from ota.delta import Patch
+    from tests.ota.test_delta import HOSTILE, OLD
+
+    return _catalogue_of_patches(Patch, HOSTILE, OLD)
 
 
 def catalogue_rdelta():
     """tests/ota/test_delta_reloc.py HOSTILE: each hostile relocation patch refused with its reason."""
-    from ota.errors import OTAError
     from ota.reloc import RelocPatch
-    from tests.ota.delta_helpers import Base, Source, read_all
     from tests.ota.test_delta_reloc import HOSTILE, OLD
 
-    wrong = []
-    for name, raw, reason in HOSTILE:
-        try:
-            read_all(RelocPatch(Source(raw, 3), Base(OLD)), limit=1 << 22)
-            got = None
-        except OTAError as e:
-            got = e.reason
-        if got != reason:
-            wrong.append("%s: %s, expected %s" % (name, got, reason))
-    return len(HOSTILE), wrong
+    return _catalogue_of_patches(RelocPatch, HOSTILE, OLD)
 
 
 def catalogue_streams():

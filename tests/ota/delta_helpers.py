@@ -102,21 +102,27 @@ _IRAM = 0x40080000
 _DRAM = 0x3FFB0000
 
 
-def _program(seed, nfuncs):
-    rng = random.Random(seed)
-    vocab = [bytes(rng.randrange(256) for _ in range(rng.choice((2, 3, 3, 3)))) for _ in range(600)]
+def _bodies(rng, vocab, nfuncs, scale, p_call, p_lit, nlits, rate):
+    # function bodies: calls, literal loads and instructions from the vocabulary (Zipf-like use)
     funcs = []
     for _ in range(nfuncs):
         body = []
-        for _ in range(int(rng.paretovariate(1.5) * 40)):
+        for _ in range(int(rng.paretovariate(1.5) * scale)):
             r = rng.random()
-            if r < 0.06:
+            if r < p_call:
                 body.append(("call", rng.randrange(nfuncs)))
-            elif r < 0.10:
-                body.append(("lit", rng.randrange(nfuncs)))
+            elif r < p_lit:
+                body.append(("lit", rng.randrange(nlits)))
             else:
-                body.append(vocab[min(int(rng.expovariate(0.02)), len(vocab) - 1)])
+                body.append(vocab[min(int(rng.expovariate(rate)), len(vocab) - 1)])
         funcs.append(body)
+    return funcs
+
+
+def _program(seed, nfuncs):
+    rng = random.Random(seed)
+    vocab = [bytes(rng.randrange(256) for _ in range(rng.choice((2, 3, 3, 3)))) for _ in range(600)]
+    funcs = _bodies(rng, vocab, nfuncs, 40, 0.06, 0.10, nfuncs, 0.02)
     words = [bytes(rng.choice(b"etaoinshrdlcumwfgypbvk_") for _ in range(rng.randrange(3, 12))) for _ in range(800)]
     strings = [b" ".join(rng.choice(words) for _ in range(rng.randrange(1, 6))) + b"\x00" for _ in range(nfuncs // 2)]
     return rng, vocab, funcs, strings
@@ -242,18 +248,7 @@ def _xtensa_program(seed, nfuncs):
         ins = bytes(rng.randrange(256) for _ in range(rng.choice((2, 3, 3))))
         if ins[0] & 0x0F not in (1, 5, 6):
             vocab.append(ins)
-    funcs = []
-    for _ in range(nfuncs):
-        body = []
-        for _ in range(int(rng.paretovariate(1.5) * 12)):
-            r = rng.random()
-            if r < 0.12:
-                body.append(("call", rng.randrange(nfuncs)))
-            elif r < 0.22:
-                body.append(("lit", rng.randrange(nfuncs * 2)))  # literal slot index
-            else:
-                body.append(vocab[min(int(rng.expovariate(0.05)), len(vocab) - 1)])
-        funcs.append(body)
+    funcs = _bodies(rng, vocab, nfuncs, 12, 0.12, 0.22, nfuncs * 2, 0.05)  # "lit": a literal slot
     strings = [b"msg %d %s\x00" % (i, bytes(rng.choice(b"abcdefgh") for _ in range(rng.randrange(3, 20))))
                for i in range(nfuncs)]
     return rng, vocab, funcs, strings

@@ -122,23 +122,27 @@ def _l32r_literal(b, o, pc):
     return ((pc + 3) & ~3) + (((b[o + 1] | (b[o + 2] << 8)) - 0x10000) << 2)
 
 
+def _l32r_sites(img):
+    """(pc, literal address) of every L32R-looking instruction in the image's code segments."""
+    for fo, va, n, kind in img.segs:
+        if kind != 1:
+            continue
+        seg = img.data[fo:fo + n]
+        for m in _L32R.finditer(seg):
+            q = m.start()
+            if q + 3 <= n:
+                yield va + q, _l32r_literal(seg, q, va + q)
+
+
 def find_pools(old, limit=POOL_LIMIT):
     """[(start, end)] literal pools of the old image: clusters of address-valued words that L32R
     candidates load, at most `limit`, the most loaded ones."""
     img = _Image(old)
     refs = collections.Counter()
-    for fo, va, n, kind in img.segs:
-        if kind != 1:
-            continue
-        seg = old[fo:fo + n]
-        for m in _L32R.finditer(seg):
-            q = m.start()
-            if q + 3 > n:
-                continue
-            lit = _l32r_literal(seg, q, va + q)
-            w = img.word(lit)
-            if w is not None and _range(w) >= 0 and _kind(lit, 4) == 1:
-                refs[lit] += 1
+    for _, lit in _l32r_sites(img):
+        w = img.word(lit)
+        if w is not None and _range(w) >= 0 and _kind(lit, 4) == 1:
+            refs[lit] += 1
     pools = []
     for a in sorted(refs):
         if pools and a - pools[-1][1] <= POOL_GAP and _kind(pools[-1][0], a + 4 - pools[-1][0]) == 1:
@@ -169,18 +173,10 @@ def useful_pools(old, pools, pieces, least=2):
             v = img.word(w)
             if v is not None and _range(v) >= 0 and shift(v):
                 gain[i] += 1
-    for fo, va, n, kind in img.segs:
-        if kind != 1:
-            continue
-        seg = old[fo:fo + n]
-        for m in _L32R.finditer(seg):
-            q = m.start()
-            if q + 3 > n:
-                continue
-            lit = _l32r_literal(seg, q, va + q)
-            k = bisect.bisect_right(ps, lit) - 1
-            if k >= 0 and lit < pools[k][1] and shift(lit) != shift(va + q):
-                gain[k] += 1
+    for pc, lit in _l32r_sites(img):
+        k = bisect.bisect_right(ps, lit) - 1
+        if k >= 0 and lit < pools[k][1] and shift(lit) != shift(pc):
+            gain[k] += 1
     return [p for p, g in zip(pools, gain) if g >= least]
 
 

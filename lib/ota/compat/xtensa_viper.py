@@ -61,11 +61,30 @@ def code_rules(buf, d0: int, n: int, ctx, a: int, b: int, sf: int, se: int, va: 
         if kp < np:
             if p_s[kp] <= pc + 2:
                 inpool = 1
+        # the address the instruction refers to: a CALL's target, or an L32R's literal if it
+        # lies in a listed pool; then its shift, where it differs from the instruction's own
+        kind = 0
+        t = 0
         if inpool == 0 and (b0 & 0x0F == 5) and (b0 & 0x30 != 0):
             off = (b0 >> 6) | (b1 << 2) | (b2 << 10)
             if off & 0x20000:
                 off -= 0x40000
             t = (pc & (-4)) + (off << 2) + 4
+            kind = 1
+        elif inpool == 0 and (b0 & 0x0F == 1):
+            t = ((pc + 3) & (-4)) + (((b1 | (b2 << 8)) - 0x10000) << 2)
+            lo = 0
+            hi2 = np
+            while lo < hi2:
+                mid = (lo + hi2) >> 1
+                if p_s[mid] <= t:
+                    lo = mid + 1
+                else:
+                    hi2 = mid
+            if lo > 0 and t < p_e[lo - 1]:
+                kind = 2
+        dt = dpc
+        if kind:
             lo = 0
             hi2 = nm
             while lo < hi2:
@@ -77,9 +96,10 @@ def code_rules(buf, d0: int, n: int, ctx, a: int, b: int, sf: int, se: int, va: 
             dt = 0
             if lo > 0:
                 dt = m_d[lo - 1] - 0x1000000
-            if dt != dpc and int(entry(t)):
-                found = 1
-                if prev1 == 0 and prev2 == 0:
+        if dt != dpc and (kind == 2 or int(entry(t))):
+            found = 1
+            if prev1 == 0 and prev2 == 0:
+                if kind == 1:
                     off = (t + dt) - ((pc + dpc) & (-4)) - 4
                     if (off & 3) == 0 and -0x80000 <= off and off < 0x80000:
                         off = (off >> 2) & 0x3FFFF
@@ -87,38 +107,14 @@ def code_rules(buf, d0: int, n: int, ctx, a: int, b: int, sf: int, se: int, va: 
                         y = (off >> 2) & 0xFF
                         z = off >> 10
                         put = 1
-        elif inpool == 0 and (b0 & 0x0F == 1):
-            lit = ((pc + 3) & (-4)) + (((b1 | (b2 << 8)) - 0x10000) << 2)
-            lo = 0
-            hi2 = np
-            while lo < hi2:
-                mid = (lo + hi2) >> 1
-                if p_s[mid] <= lit:
-                    lo = mid + 1
                 else:
-                    hi2 = mid
-            if lo > 0 and lit < p_e[lo - 1]:
-                lo = 0
-                hi2 = nm
-                while lo < hi2:
-                    mid = (lo + hi2) >> 1
-                    if m_s[mid] <= lit:
-                        lo = mid + 1
-                    else:
-                        hi2 = mid
-                dl = 0
-                if lo > 0:
-                    dl = m_d[lo - 1] - 0x1000000
-                if dl != dpc:
-                    found = 1
-                    if prev1 == 0 and prev2 == 0:
-                        off = (lit + dl) - ((pc + dpc + 3) & (-4))
-                        if (off & 3) == 0 and -0x40000 <= off and off < 0:
-                            off = (off >> 2) & 0xFFFF
-                            x = b0
-                            y = off & 0xFF
-                            z = off >> 8
-                            put = 1
+                    off = (t + dt) - ((pc + dpc + 3) & (-4))
+                    if (off & 3) == 0 and -0x40000 <= off and off < 0:
+                        off = (off >> 2) & 0xFFFF
+                        x = b0
+                        y = off & 0xFF
+                        z = off >> 8
+                        put = 1
         if put:
             # the instruction's three bytes, those of them inside [a, b); the loop has already
             # fetched the originals of q + 1 and q + 2
