@@ -177,7 +177,7 @@ def pct(a, b):
 # request #4858, the perf_bench suite's own example output); an ESP32 at 160 MHz (the default of
 # ESP32_GENERIC) took 15.4 s where a pyboard v1.1 took 13.0 s in one cross-board MicroPython
 # benchmark (scruss.com, "Parallel MicroPython Benchmarking" results, 2025). 162376 / 1466 * 15.4 /
-# 13.0 = 131. Viper code gains less from this host than bytecode does, so this over-estimates.
+# 13.0 = 131. A ratio for bytecode: how the viper loops scale was not measured.
 CPU_RATIO = 131
 # SPI NOR flash on ESP32 modules (W25Q32/GD25Q32-class datasheets, typical): 4 KiB sector erase
 # 45 ms, page program 0.7 ms per 256 bytes; reads: 40 MHz DIO = 10 MB/s on the wire, taken as
