@@ -46,11 +46,11 @@ EPOCH_2000 = 946684800  # 2000-01-01 in Unix time: what the RTC reads at power-o
 
 class Board:
     def __init__(self, path, cut_at=None, cut_mode="before", verbose=False, oplog=None, rtc_offset=None,
-                 wake_from=None):
+                 wake_from=None, timing=None):
         """rtc_offset: the RTC's lead over the host clock (seconds) kept from before a reset, or None
         at power-on. wake_from: label of the app that ran before a deep sleep this boot wakes from
         (None: not a wake)."""
-        self.flash = Flash(path, cut_at, cut_mode, oplog)
+        self.flash = Flash(path, cut_at, cut_mode, oplog, timing)
         cfg = read_config(self.flash)
         self.config = cfg
         self.chip = cfg["chip"]

@@ -46,14 +46,17 @@ def default_partitions_csv():
 
 
 def create(path, app, partitions_csv=None, chip="esp32", rollback=True, size=4 * 1024 * 1024,
-           chip_rev=300, mac="24:0a:c4:00:00:01", factory_app=None, filesystem=True):
+           chip_rev=300, mac="24:0a:c4:00:00:01", factory_app=None, filesystem=True, micropython=None):
     """Make a new simulated device: bootloader, partition table, blank otadata and `app` in the
     first app slot (factory if the table has one and factory_app is None), like a board flashed by
     cable with `ota-tool flash`; with `filesystem`, an empty littlefs in the `vfs` partition if
-    the table leaves room for one (ota_tool.devfs), as MicroPython makes it at its first boot."""
+    the table leaves room for one (ota_tool.devfs), as MicroPython makes it at its first boot.
+    `rollback`: the bootloader's app rollback; `micropython`: the firmware's release ("1.23"...)."""
     parts = ptable.parse_csv(partitions_csv or default_partitions_csv(), size)
     sim_flash.create(path, size)
     config = {"chip": chip, "chip_rev": chip_rev, "rollback": rollback, "mac": mac}
+    if micropython is not None:
+        config["micropython"] = micropython  # the firmware's release (espsim.profiles)
     layout = [(CHIPS[chip]["bootloader_offset"], images.bootloader_image(chip, config)),
               (ptable.TABLE_OFFSET, ptable.to_binary(parts))]
     factory = next((p for p in parts if p.is_app() and p.subtype == 0x00), None)
@@ -105,6 +108,7 @@ class Device:
         # at power-off) and, after a deep sleep, the app to wake (espsim.board).
         self.rtc_offset = None
         self.wake_from = None
+        self.flash_timing = None  # an espsim.flashtiming.FlashTiming charged by every run, or None
 
     def arm_power_cut(self, at, mode=sim_flash.CUT_BEFORE):
         self.cut_at = at
@@ -114,7 +118,8 @@ class Device:
     def _board(self):
         remaining = None if self.cut_at is None else self.cut_at - self.ops
         return sim_board.Board(self.path, cut_at=remaining, cut_mode=self.cut_mode, verbose=self.verbose,
-                               oplog=self.oplog, rtc_offset=self.rtc_offset, wake_from=self.wake_from)
+                               oplog=self.oplog, rtc_offset=self.rtc_offset, wake_from=self.wake_from,
+                               timing=self.flash_timing)
 
     def _carry(self, kind, rtc_offset, label):
         # A reset keeps the RTC; a deep sleep keeps it and wakes `label`; anything else is power-off.
