@@ -22,7 +22,7 @@ def now():
     return t if t >= SET_AFTER else None
 
 
-def ensure(servers, tries=2, timeout_s=2):
+def ensure(servers, tries=2, timeout_s=1):
     """Set the clock by NTP (micropython-lib's `ntptime`, frozen in the ESP32 firmware) unless it
     is set: each of `servers` in turn, `tries` rounds 1 s apart at most. Returns True when it was
     set now, False when it was set already. Raises OTAError("clock_unset") when no server gave a

@@ -109,7 +109,8 @@ class IdfHeap:
             self.free(h)
 
     def held(self, tag):
-        return self.counts.get(tag, 0)
+        """How many of `tag` are held: charges of a CHARGES kind, else blocks."""
+        return self.counts.get(tag, 0) // len(CHARGES.get(tag, (0,)))
 
     @staticmethod
     def _free(region):
