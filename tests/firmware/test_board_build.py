@@ -48,3 +48,19 @@ def test_image_check_refuses_an_image_without_its_margin(tmp_path, size, ok):
         assert "less than the margin of 65536" in res.stderr
     with pytest.raises(ValueError, match="expected '9.9.9'"):
         check_image.check(app, "9.9.9", os.path.join(ROOT, "partitions.csv"))
+
+
+@pytest.mark.parametrize("version, ok", [("1.25", False), ("1.26", True), ("1.28.0", True)])
+def test_partitions_refuses_a_table_without_vfs_for_micropython_before_1_26(tmp_path, version, ok):
+    res = subprocess.run(["ota-tool", "partitions", os.path.join(ROOT, "partitions.csv"), "--micropython", version],
+                         capture_output=True, text=True, env=dict(os.environ, PATH=os.path.dirname(sys.executable)
+                                                                  + os.pathsep + os.environ["PATH"]))
+    assert res.returncode == (0 if ok else 1), res.stdout + res.stderr
+    if not ok:
+        assert "no filesystem partition" in res.stderr and "hint:" in res.stderr
+    with_vfs = tmp_path / "with-vfs.csv"
+    with open(os.path.join(ROOT, "partitions.csv")) as f:
+        with_vfs.write_text(f.read().rstrip("\n") + "\nvfs, data, fat, 0x310000, 0xF0000\n")
+    res = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ota-tool"), "partitions", str(with_vfs),
+                          "--micropython", version], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
