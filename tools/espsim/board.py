@@ -64,9 +64,11 @@ class Board:
 
         self.rtc_offset = EPOCH_2000 - time.time() if rtc_offset is None else rtc_offset
         self.wake_from = wake_from
+        from .idfheap import IdfHeap
+
+        self.idf_heap = IdfHeap()  # also for boards attached without a boot here (simrun)
         # machine.reset_cause(): a wake, a reset that kept the RTC (machine.reset()), or power-on
         self.reset_cause = 4 if wake_from is not None else 2 if rtc_offset is not None else 1
-        self.idf_heap = None
         self.bootloader_offset = cfg.get("bootloader_offset", CHIPS[self.chip]["bootloader_offset"])
         self.parts = []
         self.running = None

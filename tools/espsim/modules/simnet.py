@@ -14,7 +14,9 @@ _held = {}  # id(raw socket) -> (the chip charged, its tokens); a reboot's new c
 
 
 def _charge(sock, kind):
-    c = _chip.get()
+    c = _chip.current
+    if c is None:
+        return  # no board attached: host-side use of the device library, nothing to charge
     token = c.idf_charge(kind)
     if token is None:
         raise OSError(_ENOMEM, "no room in the ESP-IDF heap for a %s" % kind)
@@ -32,7 +34,7 @@ def opened(sock):
 def tls(sock):
     """A TLS session is set up on `sock` (mbedtls_ssl_setup, then the handshake's peak)."""
     _charge(sock, "tls_session")
-    if not _chip.get().idf_peak(_HANDSHAKE_PEAK):
+    if _chip.current is not None and not _chip.current.idf_peak(_HANDSHAKE_PEAK):
         closed(sock)
         raise OSError(_ENOMEM, "no room in the ESP-IDF heap for the TLS handshake")
 
