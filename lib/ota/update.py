@@ -264,7 +264,9 @@ def _fallback(m, art, e):
     # The full artifact to use when a delta or compressed one failed by itself, else None.
     if art.encoding == "raw" or e.reason in _NOT_THE_ARTIFACT or e.reason.startswith("http_5"):
         return None
-    full = [a for a in m.artifacts if a.encoding != "delta" and a is not art and _fits(a)]
+    from .manifest import DELTAS
+
+    full = [a for a in m.artifacts if a.encoding not in DELTAS and a is not art and _fits(a)]
     if not full:
         return None
     for a in full:
