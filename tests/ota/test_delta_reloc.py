@@ -324,6 +324,10 @@ def test_release_publishes_both_and_verify_applies_them(tmp_path):
         f.write(OLD)  # the base next to the manifest, so verify applies both patches
     report = release.verify(info["manifest"], [keys.public_text(key)])
     assert [a["checked"] for a in report["artifacts"]] == ["produces the signed image"] * 3
+    # `ota-tool publish` uploads every file the manifest names, the extra artifact too
+    from ota_tool import publish
+
+    assert [a[0] for a in publish.manifest_artifacts(text)] == [a["url"] for a in info["artifacts"]]
 
 
 def test_release_keeps_todays_format_alone_where_rdelta_is_larger(tmp_path, monkeypatch):
