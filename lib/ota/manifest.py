@@ -24,10 +24,6 @@ CHIP_IDS = {"esp32": 0x0000, "esp32s2": 0x0002, "esp32c3": 0x0005, "esp32s3": 0x
             "esp32c6": 0x000D, "esp32h2": 0x0010, "esp32p4": 0x0012}
 ENCODINGS = ("raw", "zlib", "gzip", "delta", "rdelta")
 DELTAS = ("delta", "rdelta")  # patches against a base image (base_sha256)
-# Encodings that devices before them refuse in "artifacts" (an unknown encoding there is an error):
-# they are listed in "extra_artifacts" instead, which those devices ignore; this device reads both
-# and skips extras in encodings it does not know (later ones).
-_EXTRA_ENCODINGS = ("rdelta",)
 _MAX_IMAGE = const(0x1000000)
 
 
@@ -196,13 +192,11 @@ class Manifest:
         arts = _list(d, "artifacts", w, 8)
         if not arts or not all(isinstance(a, dict) for a in arts):
             raise OTAError("bad_manifest", "manifest: 'artifacts' must list 1..8 objects")
+        # "extra_artifacts": encodings newer than "artifacts" may hold (devices before them refuse
+        # an unknown one there, and ignore this member); those this device does not know are skipped
+        arts = arts + [a for a in _list(d, "extra_artifacts", w, 8, required=False)
+                       if isinstance(a, dict) and a.get("encoding") in ENCODINGS]
         self.artifacts = [Artifact(a, "artifact %d" % i) for i, a in enumerate(arts)]
-        extra = _list(d, "extra_artifacts", w, 8, required=False)
-        for i, a in enumerate(extra):
-            if not isinstance(a, dict):
-                raise OTAError("bad_manifest", "manifest: 'extra_artifacts' must list objects")
-            if a.get("encoding") in _EXTRA_ENCODINGS:
-                self.artifacts.append(Artifact(a, "extra artifact %d" % i))
         if not any(a.encoding not in DELTAS for a in self.artifacts):
             raise OTAError("bad_manifest", "manifest: a full (non-delta) artifact is required")
         self.created = _int(d, "created", w, 0, 0x7FFFFFFFFFFF)

@@ -107,11 +107,14 @@ def _fits(a):
     return a.wbits <= WBITS
 
 
+# manifest.DELTAS, kept here: the manifest module is out of memory during the download
+# (forget_verifier) and must not be loaded again for two names
+DELTAS = ("delta", "rdelta")
+
+
 def choose(m, run, buf, prefer_delta=True):
     """(artifact, base length or None): a delta whose base is the running image, else the
     smallest full artifact; only artifacts this device can decompress."""
-    from .manifest import DELTAS
-
     full = [a for a in m.artifacts if a.encoding not in DELTAS and _fits(a)]
     if not full:
         raise OTAError("window_too_large", "release %s has no full artifact this device can decompress: each needs "
@@ -264,8 +267,6 @@ def _fallback(m, art, e):
     # The full artifact to use when a delta or compressed one failed by itself, else None.
     if art.encoding == "raw" or e.reason in _NOT_THE_ARTIFACT or e.reason.startswith("http_5"):
         return None
-    from .manifest import DELTAS
-
     full = [a for a in m.artifacts if a.encoding not in DELTAS and a is not art and _fits(a)]
     if not full:
         return None

@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ota.errors import OTAError
-from ota.inflate import WBITS, Inflate
 from ota.reloc import HEADER, MAX_MAP, MAX_POOLS, RelocPatch, max_raw_patch_len
 from ota_tool import delta, rdelta
 from tests.ota.delta_helpers import Base, Source, read_all, xtensa_app
