@@ -42,7 +42,10 @@ _RECORD = ("version", "security_version", "image_sha256", "manifest_sha256", "ch
 
 
 def _key(part):
-    return slot.record_key(part) if part is not None else None
+    if part is None:
+        return None
+    i = slot.ota_index(part)
+    return "r%d" % i if i is not None else "rf"
 
 
 def _elf(part):
@@ -90,8 +93,9 @@ def running_version(run=None, desc=None):
 
 
 def forget(part):
-    """Before the first write into `part`: what it held is no longer there (ota.install does it
-    with slot.record_key, without loading this module)."""
+    """Before the first write into `part`: what it held is no longer there. (ota.install_image,
+    the low-level writer, does not load the ledger: a record it leaves names another build than the
+    slot then holds, which release() and bootstate.reconcile() see by the ELF SHA-256.)"""
     state.erase(_key(part))
 
 

@@ -242,7 +242,11 @@ def install_release(fetcher, manifest_url, m, progress=None, buf=None, room=None
 
     target = slot.by_label(result["slot"])
     ledger.staged(target, m.summary())  # durable before the boot choice changes
-    make_bootable(target)
+    try:
+        make_bootable(target)
+    except OTAError:
+        ledger.forget(target)  # ESP-IDF refused it: the record must not name what will not boot
+        raise
     result["version"] = m.version
     result["artifact"] = art.encoding
     return result
@@ -272,7 +276,10 @@ def _fallback(m, art, e):
 
 
 def _install_artifact(fetcher, manifest_url, m, run, art, base_len, progress, buf, room):
-    from .install import install
+    from .install import check_can_install, install
+
+    _, target = check_can_install(run)
+    ledger.forget(target)  # before the first block changes: the slot no longer holds that release
 
     raw = art.encoding == "raw"
     if raw:
@@ -282,7 +289,7 @@ def _install_artifact(fetcher, manifest_url, m, run, art, base_len, progress, bu
     elif not room:
         room = [bytearray((1 << art.wbits) + _DECODER_STATE)]  # inflate.Inflate frees it just in time
     url = resolve(manifest_url, art.url)
-    ident = {"m": _hex(m.sha256), "a": _hex(art.sha256), "slot": slot.label(slot.next_update(run))}
+    ident = {"m": _hex(m.sha256), "a": _hex(art.sha256), "slot": slot.label(target)}
     tag = art.sha256[0]
     resume, etag = ledger.resume_point(ident, m.image_size, tag) if raw else (0, None)
     journaled = None  # the validator the journal holds now
