@@ -307,7 +307,8 @@ def _install_artifact(fetcher, manifest_url, m, run, art, base_len, progress, bu
                 journaled = body.etag or ""
             stage = _pipeline(Checked(body, art.size, art.sha256, resume, got), art, m, run, base_len, room)
             result = install(stage, m.image_size, m.image_sha256, resume_from=resume, buf=buf,
-                             progress=_journal(progress, tag) if raw else progress, set_boot=False)
+                             progress=_journal(progress, tag, ledger.journal_every(m.image_size)) if raw else progress,
+                             set_boot=False)
             break
         except OTAError as e:
             if resume and not restarted and e.reason in _RESUME_BROKEN:
@@ -347,11 +348,11 @@ def _pipeline(stage, art, m, run, base_len, room):
     return Inflate(stage, art.encoding, art.wbits, m.image_size, room)
 
 
-def _journal(progress, tag):
-    # The written length in the ledger every ledger.JOURNAL_EVERY bytes (a power cut re-downloads
-    # at most that much), not every block: each NVS write is a flash program on a board.
+def _journal(progress, tag, every):
+    # The written length in the ledger every `every` bytes (a power cut re-downloads at most that
+    # much), not every block: each NVS write is a flash program on a board.
     def step(done, total):
-        ledger.progress(done, tag)
+        ledger.progress(done, tag, every)
         if progress:
             progress(done, total)
 
