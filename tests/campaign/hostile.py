@@ -711,7 +711,7 @@ FUZZERS = [
            what="espsim.parttable.parse, ota_tool.partitions.from_binary"),
     Fuzzer("delta patch", "patch", patch_args, oracle=_oracle_patch, what="delta.Patch on raw patches"),
     Fuzzer("delta artifact (zlib + patch)", "delta", delta_args(), what="Inflate -> Patch as update._pipeline"),
-    Fuzzer("rdelta artifact (zlib + relocation patch)", "rdelta", rdelta_args(), oracle=_oracle_rdelta,
+    Fuzzer("rdelta artifact (zlib + relocation patch)", "rdelta", rdelta_args(), oracle=_oracle_rdelta, heap="72k",
            what="Inflate -> reloc.RelocPatch as update._pipeline: tables, runs, T over an Xtensa image"),
     Fuzzer("zlib / gzip stream", "inflate", inflate_args(), oracle=_oracle_inflate, what="inflate.Inflate"),
     Fuzzer("Ed25519 key and signature bytes", "ed25519", ed_args(), oracle=_oracle_ed25519, what="ed25519.verify"),
