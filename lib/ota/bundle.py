@@ -160,7 +160,7 @@ _OPS = (">=", "<=", "==", ">", "<")
 
 def requirement(text):
     """'>=1.2.0,<2.0.0' -> [(op, version key)]; OTAError("bad_manifest") if malformed."""
-    from . import manifest
+    from .version import key
 
     out = []
     parts = text.split(",") if isinstance(text, str) and len(text) <= 64 else ()
@@ -169,7 +169,7 @@ def requirement(text):
     for p in parts:
         for op in _OPS:
             if p.startswith(op):
-                out.append((op, manifest.parse_version(p[len(op):])))
+                out.append((op, key(p[len(op):])))
                 break
         else:
             raise OTAError("bad_manifest", "requires %r: %r has no comparison" % (text, p))
@@ -189,7 +189,7 @@ class Bundle:
         self.sha256 = doc_sha256
         self.blob = blob  # the signed file, stored in the new tree (None once written)
         self.version = manifest._str(d, "version", w, 32)
-        self.version_key = manifest.parse_version(self.version)
+        self.version_key = manifest.parse_version(self.version)  # ota.version: SemVer precedence
         self.root = check_root(manifest._str(d, "root", w, 32))
         self.channel = manifest._str(d, "channel", w, 32, required=False)
         self.created = manifest._int(d, "created", w, 0, 0x7FFFFFFFFFFF, required=False)

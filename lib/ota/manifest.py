@@ -14,6 +14,7 @@ import json
 from . import cjson
 from .compat import const
 from .errors import OTAError
+from .version import key as parse_version  # noqa: F401 (SemVer precedence; used here and by callers)
 
 MAX_DOCUMENT = const(8192)
 MAX_SIGNATURES = const(4)
@@ -137,22 +138,6 @@ def _hex32(d, key, where, required=True):
     if len(raw) != 32 or v != v.lower():
         raise OTAError("bad_manifest", "%s: %r must be 64 lowercase hex digits" % (where, key))
     return raw
-
-
-def parse_version(text):
-    """'1.2.3' or '1.2.3-rc.1' -> a tuple that compares like semantic versions (release > pre)."""
-    core, _, pre = text.partition("-")
-    nums = core.split(".")
-    if len(nums) != 3 or len(text) > 32:
-        raise OTAError("bad_manifest", "version %r is not MAJOR.MINOR.PATCH[-PRE]" % text)
-    try:
-        parts = [int(n) for n in nums]
-    except ValueError:
-        raise OTAError("bad_manifest", "version %r is not MAJOR.MINOR.PATCH[-PRE]" % text)
-    for n, p in zip(nums, parts):
-        if p < 0 or str(p) != n:
-            raise OTAError("bad_manifest", "version %r is not MAJOR.MINOR.PATCH[-PRE]" % text)
-    return (parts[0], parts[1], parts[2], 0 if pre else 1, pre)
 
 
 class Artifact:

@@ -16,16 +16,7 @@ import binascii
 import hashlib
 
 from .errors import OTAError
-from .manifest import parse_version
-
-
-def _version_tuple(text):
-    # "1.23.0", "v5.2.2", "1.24.0-preview" -> comparable tuple; None if not understood
-    t = text.lstrip("v")
-    try:
-        return parse_version(t if t.count(".") == 2 else t + ".0")[:4]
-    except OTAError:
-        return None
+from .version import key as version_key, loose_key
 
 
 def rollout_bucket(device_id, salt):
@@ -73,7 +64,7 @@ def check(m, facts):
         raise OTAError("expired", "the manifest of %s expired" % m.version)
     running = facts.get("running_version")
     if running is not None:
-        have = parse_version(running)
+        have = version_key(running)
         if m.version_key == have:
             raise OTAError("up_to_date", "version %s is already installed" % m.version)
         if m.version_key < have and not facts.get("allow_downgrade"):
@@ -82,7 +73,7 @@ def check(m, facts):
         need = m.requires.get(what)
         have = facts.get(what)
         if need is not None and have is not None:
-            n, h = _version_tuple(need), _version_tuple(have)
+            n, h = loose_key(need), loose_key(have)
             if n is None or h is None or h < n:
                 raise OTAError("requires_" + what, "release %s needs %s >= %s, this device has %s" % (m.version, what, need, have))
     if m.rollout_percent < 100:

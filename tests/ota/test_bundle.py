@@ -142,7 +142,7 @@ def test_requirements():
     assert apptree.satisfied(">=1.2.0,<2.0.0", "1.9.9") and not apptree.satisfied(">=1.2.0,<2.0.0", "2.0.0")
     assert not apptree.satisfied(">=2.0.0", "2.0.0-rc.1") and apptree.satisfied("<2.0.0", "2.0.0-rc.1")
     assert apptree.satisfied("==1.0.0", "1.0.0") and apptree.satisfied(">1.0.0,<=1.1.0", "1.1.0")
-    assert bundle.requirement(">=1.2.0,<2.0.0") == [(">=", (1, 2, 0, 1, "")), ("<", (2, 0, 0, 1, ""))]
+    assert bundle.requirement(">=1.2.0,<2.0.0") == [(">=", (1, 2, 0, 1, ())), ("<", (2, 0, 0, 1, ()))]
 
 
 @pytest.mark.micropython

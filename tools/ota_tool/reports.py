@@ -27,6 +27,7 @@ import threading
 import time
 
 from ota import manifest as device_manifest
+from ota import version as device_version
 from ota.errors import OTAError
 
 from .errors import ToolError
@@ -309,17 +310,24 @@ def attach(httpd, reports, root):
 
 
 def version_sort_key(v):
-    """Newest first when sorted ascending: semantic versions by precedence, anything else after."""
+    """Newest first when sorted ascending: versions by the device's SemVer precedence
+    (ota.version), anything else after."""
     try:
-        t = device_manifest.parse_version(v)
+        return (0, _Newest(device_version.key(v)))
     except OTAError:
-        return (1, v)
-    return (0, tuple(-x for x in t[:4]), _NegStr(t[4]))
+        return (1, v or "")
 
 
-class _NegStr(str):
+class _Newest:
+    # A device version key that sorts in reverse (higher precedence first).
+    def __init__(self, key):
+        self.key = key
+
     def __lt__(self, other):
-        return str.__gt__(self, other)
+        return other.key < self.key
+
+    def __eq__(self, other):
+        return self.key == other.key
 
 
 _ATTEMPT_SQL = ("(event IN (%s) OR (event = 'refused' AND (reason IS NULL OR reason NOT IN (%s))))" % (
