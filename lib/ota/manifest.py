@@ -14,6 +14,7 @@ import json
 from . import cjson
 from .compat import const
 from .errors import OTAError
+from .keyid import canonical_id
 from .version import key as parse_version  # noqa: F401 (SemVer precedence; used here and by callers)
 
 MAX_DOCUMENT = const(8192)
@@ -52,14 +53,13 @@ def split(blob):
         if len(parts) != 2 or len(parts[0]) != 16 or not _canonical_b64_sig(parts[1]):
             raise OTAError("bad_manifest", "signature line %d is malformed" % (len(sigs) + 1))
         try:
-            kid = parts[0].decode()
-            int(kid, 16)
+            kid = canonical_id(parts[0].decode())
             sig = binascii.a2b_base64(parts[1])
-        except (ValueError, TypeError, UnicodeError):
+        except (ValueError, TypeError, UnicodeError, OTAError):
             raise OTAError("bad_manifest", "signature line %d is not key id + base64" % (len(sigs) + 1))
         if len(sig) != 64:
             raise OTAError("bad_manifest", "signature %d is %d bytes, not 64" % (len(sigs) + 1, len(sig)))
-        sigs.append((kid.lower(), sig))
+        sigs.append((kid, sig))
         if len(sigs) > MAX_SIGNATURES:
             raise OTAError("bad_manifest", "more than %d signatures" % MAX_SIGNATURES)
         pos = end + 1
@@ -242,13 +242,17 @@ def load_unverified(blob):
 
 
 def load_keys(blob, trust):
-    """A verified key-list document (rotation/revocation), checked against the current `trust`."""
+    """A verified key-list document (rotation/revocation), checked against the current `trust`:
+    its schema, names and key ids in canonical form. Trust.updated() then validates the key set
+    whole before it may replace the trust in force."""
+    from .trust import MAX_KEYS, MAX_REVOKED
+
     d, _, _ = verified_document(blob, trust, "keys")
     w = "key list"
     _int(d, "version", w, 1, 0x7FFFFFFF)
-    keys = _list(d, "keys", w, 8)
+    keys = _list(d, "keys", w, MAX_KEYS)
     if not keys:
-        raise OTAError("bad_manifest", "key list: 'keys' must list 1..8 keys")
+        raise OTAError("bad_manifest", "key list: 'keys' must list 1..%d keys" % MAX_KEYS)
     names = []
     for i, k in enumerate(keys):
         if not isinstance(k, dict):
@@ -262,10 +266,14 @@ def load_keys(blob, trust):
         names.append(name)
         k["name"] = name
     _int(d, "threshold", w, 1, len(keys), required=False)
-    revoked = _list(d, "revoked", w, 16, required=False)
-    if not all(isinstance(r, str) and len(r) == 16 for r in revoked):
-        raise OTAError("bad_manifest", "key list: 'revoked' must list key ids")
+    revoked = _list(d, "revoked", w, MAX_REVOKED, required=False)
+    try:
+        revoked = [canonical_id(r) for r in revoked]
+    except OTAError as e:
+        raise OTAError("bad_manifest", "key list: 'revoked': " + e.message)
     for opt in ("threshold", "revoked"):
         if opt in d and d[opt] is None:
             del d[opt]  # null is absent, as for every optional member
+    if "revoked" in d:
+        d["revoked"] = revoked
     return d
