@@ -143,8 +143,11 @@ class Agent:
         return new
 
     def _facts(self, cfg):
-        return {"channel": cfg["channel"], "board": cfg["board"], "allow_downgrade": cfg["allow_downgrade"],
-                "now": audit.trusted_time(), "device_id": cfg["device_id"] or _device_id()}
+        facts = {"channel": cfg["channel"], "allow_downgrade": cfg["allow_downgrade"],
+                 "now": audit.trusted_time(), "device_id": cfg["device_id"] or _device_id()}
+        if cfg["board"]:
+            facts["board"] = cfg["board"]  # else the running image's (update.running_board)
+        return facts
 
     def _not_now(self, cfg):
         """Why an update must wait (a reason string), or None. Waiting is not a failure."""

@@ -1,6 +1,7 @@
 # Whether a verified release may be installed on this device: every rule in one place, each
 # refusal with its own reason code. `facts` describes the device (see device_facts in update.py):
-#   chip            "esp32"...            board         board id or None
+#   chip            "esp32"...            board         board id, or None when the device does not
+#                                                         know it (update.running_board)
 #   slot_size       bytes of the target slot
 #   running_version the signed version installed now, or None if unknown (factory image)
 #   security_counter the anti-rollback counter kept in NVS
@@ -27,7 +28,7 @@ def rollout_bucket(device_id, salt):
 
 # Refusals that say the manifest is not meant for this device at all (the rest are decisions on one
 # that is): only a manifest meant for it may move what the device remembers ("seen").
-NOT_FOR_THIS_DEVICE = ("wrong_chip", "wrong_board", "wrong_channel")
+NOT_FOR_THIS_DEVICE = ("wrong_chip", "wrong_board", "board_unknown", "wrong_channel")
 
 
 def check(m, facts):
@@ -36,8 +37,13 @@ def check(m, facts):
     if chip not in m.chips:
         raise OTAError("wrong_chip", "release %s is built for %s, this device is %s" % (m.version, "/".join(m.chips), chip))
     board = facts.get("board")
-    if m.board != "*" and board is not None and m.board != board:
-        raise OTAError("wrong_board", "release %s is for board %s, this is %s" % (m.version, m.board, board))
+    if m.board != "*":  # fail closed: a board-specific release needs a device that knows its board
+        if not board:
+            raise OTAError("board_unknown", "release %s is for board %s and this device does not know its board: "
+                           "set it with ota.config.set('board', NAME), ota-tool deploy --board NAME or "
+                           "ota-tool device config set board NAME" % (m.version, m.board))
+        if m.board != board:
+            raise OTAError("wrong_board", "release %s is for board %s, this is %s" % (m.version, m.board, board))
     channel = facts.get("channel")
     if channel is not None and m.channel != channel:
         raise OTAError("wrong_channel", "release %s is on channel %s, this device follows %s" % (m.version, m.channel, channel))

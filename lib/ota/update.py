@@ -71,6 +71,7 @@ def device_facts(overrides=None):
         "slot_size": slot.size(slot.next_update(run)),
         "running_version": cur.get("version") if cur else _release_version(desc.get("version")),
         "idf": _idf_version(desc.get("idf_ver")),
+        "board": running_board(desc),
         "running_sha256": cur.get("image_sha256") if cur else None,
         "security_counter": state.security_counter(),
         "known_bad": _known_bad(),
@@ -95,6 +96,22 @@ def _release_version(v):
     except OTAError:
         return None
     return v
+
+
+def running_board(desc):
+    """The board the running image was built for, when it says so (the settings' "board", given by
+    the agent, comes first): its app descriptor's project_name unless that is MicroPython's own
+    ("micropython" in every MicroPython build: ports/esp32/CMakeLists.txt, project(micropython)),
+    else MicroPython's build name (sys.implementation._build, "ESP32_GENERIC-OTA", v1.25+) on an
+    ESP32. None when unknown: the policy then refuses board-specific releases (fail closed)."""
+    import sys
+
+    name = (desc or {}).get("project")
+    if name and name != "micropython":
+        return name
+    if sys.platform == "esp32":
+        return getattr(sys.implementation, "_build", None) or None
+    return None
 
 
 def _idf_version(v):
