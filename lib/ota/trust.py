@@ -9,7 +9,7 @@ import binascii
 import hashlib
 
 from . import ed25519
-from .compat import const
+from .compat import collect, const
 from .errors import OTAError
 from .keyid import canonical_id
 
@@ -81,6 +81,7 @@ class Trust:
             if kid in keys:
                 raise OTAError("bad_key", "key %s is listed twice" % kid)
             keys[kid] = raw
+        collect()  # the point checks' big-integer garbage must not fragment the heap before TLS
         return cls(keys, threshold, revoked, version)
 
     def verify(self, signatures, document):

@@ -45,7 +45,9 @@ def check_image(data):
         check.feed(memoryview(data))
         check.finish()
     except OTAError as e:
-        hint = "build output: use micropython.bin (the app), not firmware.bin" if e.reason == "not_app_image" else None
+        hint = {"not_app_image": "build output: use micropython.bin (the app), not firmware.bin",
+                "bad_load_address": "devices would refuse it before set_boot (lib/ota/memmap.py has ESP-IDF's rules): "
+                                    "check the build's linker script and memory settings"}.get(e.reason)
         raise ToolError("not a valid app image: %s" % e.message, hint)
     chip = CHIP_NAMES.get(chip_id)
     if chip is None:

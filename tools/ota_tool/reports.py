@@ -47,8 +47,8 @@ _INT_MAX = (1 << 63) - 1  # SQLite INTEGER
 # Refusals by the device's policy (ota.policy.check): the device saw the release and correctly
 # did not start it. They are not failures of the release (a test keeps this list in step with
 # lib/ota/policy.py).
-POLICY_REASONS = ("halted", "wrong_chip", "wrong_board", "wrong_channel", "security_version", "too_large",
-                  "expired", "up_to_date", "downgrade", "requires_micropython", "requires_idf",
+POLICY_REASONS = ("halted", "wrong_chip", "wrong_board", "board_unknown", "wrong_channel", "security_version",
+                  "too_large", "expired", "up_to_date", "downgrade", "requires_micropython", "requires_idf",
                   "not_in_rollout", "known_bad", "replayed")
 # Events that mean "this device tried to install the target release".
 ATTEMPT_EVENTS = ("downloading", "installed", "confirmed", "rolled_back", "failed")
