@@ -5,6 +5,7 @@
 from .compat import ticks_diff, ticks_ms, urandom
 
 _MAX_DIGITS = 12  # delta-seconds longer than this are absurd anyway: retry_max caps them
+MAX_DELAY = 30 * 86400  # seconds: no setting (nor a config document that sets one) sleeps longer
 _MONTHS = b"JanFebMarAprMayJunJulAugSepOctNovDec"
 
 
@@ -23,7 +24,7 @@ def next_delay(cfg, failures=0, retry_after=None):
         delay = cfg["interval"] * (1 - j + 2 * j * _rand())
     if retry_after and retry_after > 0:
         delay = max(delay, min(retry_after, cfg["retry_max"]))
-    return int(delay * 1000)
+    return int(min(delay, MAX_DELAY) * 1000)
 
 
 def retry_after(value, date=None, now=None):

@@ -75,6 +75,12 @@ def test_retry_after_is_clamped_to_retry_max(capsys):
     capsys.readouterr()
 
 
+def test_settings_cannot_make_a_delay_longer_than_max_delay():
+    cfg = dict(config.DEFAULTS, interval=10 ** 9, retry=10 ** 9, retry_max=10 ** 9, jitter=0.0)
+    for failures, ra in ((0, None), (1, None), (40, 10 ** 12)):
+        assert schedule.next_delay(cfg, failures, ra) <= schedule.MAX_DELAY * 1000
+
+
 def test_http_dates_in_all_three_forms():
     for t in (0, 784111777, 946684799, 951782400, 1709164800, 4102444800 - 1):
         for form in ("imf", "rfc850", "asctime"):
