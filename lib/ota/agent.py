@@ -121,7 +121,7 @@ class Agent:
         url = cfg["keys_url"] or resolve(cfg["source"], "keys.json")
         try:
             doc = load_keys(fetch_bytes(fetcher, url, 4096), trust)
-            if doc["version"] <= cfg["keys_version"]:
+            if doc["version"] <= (cfg["keys_version"] or 0):
                 return trust  # the one we have (or a replay of an older one)
             new = trust.updated(doc)  # the whole list is validated before it replaces the trust in force
             keys = {}
