@@ -8,7 +8,7 @@
 #   a.check_now(source=..., verify=..., secure=..., reboot=False)   # one run, settings overridden
 import machine
 
-from . import audit, bootstate, config, otadata, slot, state
+from . import audit, bootstate, config, ledger, otadata, slot
 from .compat import collect, mem_free, sleep_ms
 from .errors import OTAError
 
@@ -74,8 +74,7 @@ class Agent:
             print("ota: report not sent: %r" % (e,))
 
     def _running_version(self):
-        cur = state.get_json("cur")
-        return cur.get("version") if cur else None
+        return ledger.running_version()
 
     # --- the pieces of a check
 
@@ -353,20 +352,24 @@ class Agent:
         # own: the firmware failed by itself (its self-test, repeated crashes), not the network:
         # only that counts against the release (policy "known_bad"); a network attacker must not
         # be able to make a device refuse a good release for good.
-        pend = state.get_json("pend")
-        rep = {"event": "rolled_back", "reason": why[:120], "target_version": pend.get("version") if pend else None}
+        rec = ledger.running()
+        target = rec.get("version") if rec else None
+        ledger.report_later({"event": "rolled_back", "reason": why[:120], "target_version": target})
+        self.log("rolled_back", reason=why[:120], target_version=target)
+        ledger.set_probe(None)
         try:
-            state.set_json("rep", rep)  # sent by the previous image after the reset: it has a network
-        except (OSError, ValueError):
-            pass
-        self.log("rolled_back", reason=why[:120], target_version=rep["target_version"])
-        state.erase("probe")
-        bootstate.rollback(why, own)
+            bootstate.rollback(why, own)
+        except OTAError as e:
+            # Nothing it may go back to (no valid previous image, or one below the anti-rollback
+            # counter): the image that runs is the best this board has. Keep it, and say so.
+            ledger.take_report()
+            self.report("rollback_refused", reason=e.reason, message=("%s; kept after: %s" % (e.message, why))[:200])
+            return False
+        return True
 
     def _send_pending_report(self):
-        rep = state.get_json("rep")
+        rep = ledger.take_report()
         if rep is not None:
-            state.erase("rep")
             ev = rep.pop("event", "rolled_back")
             self.report(ev, **rep)
 
@@ -390,10 +393,7 @@ class Agent:
         limit = self.cfg["boot_retry_limit"]
         run = slot.running()
         st = bootstate.running_state(run)
-        probe = state.get_json("probe")
-        if probe is not None and probe.get("slot") != slot.label(run):
-            state.erase("probe")  # a rolled-back image's counter
-            probe = None
+        probe = ledger.probe(run)
         fresh = st in (otadata.PENDING_VERIFY, otadata.NEW, otadata.UNDEFINED)
         if fresh and limit > 1:
             # Take over from ESP-IDF's single-shot rollback (one brownout would roll back a good
@@ -401,7 +401,7 @@ class Agent:
             # rollback is cancelled, so a power cut between the two still rolls back.
             if probe is None:
                 probe = {"slot": slot.label(run), "tries": 0}
-                state.set_json("probe", probe)
+                ledger.set_probe(probe)
             try:
                 import esp32
 
@@ -410,22 +410,23 @@ class Agent:
                 pass
             fresh = False
         if probe is None and not fresh:
-            bootstate.reconcile(run)
+            self._settle(run, True)
             if app is not None and app.settle() == "swapped" and app.pending():
                 return self._confirm_app(app)
             self._send_pending_report()
             return "already_valid"
+        self._settle(run, False)
         if probe is not None:
             probe["tries"] = probe.get("tries", 0) + 1
-            state.set_json("probe", probe)
-            if probe["tries"] > limit:
-                self._rollback("no successful self-test in %d boots" % limit)
+            ledger.set_probe(probe)
+            if probe["tries"] > limit and self._rollback("no successful self-test in %d boots" % limit):
+                return None  # not reached: the rollback resets
         ok, why = self._self_test_ok()
         if not ok:
             self._rollback(why, why.startswith("self-test"))
         if probe is not None:
-            state.erase("probe")
-            bootstate.reconcile(run)
+            ledger.set_probe(None)
+            self._settle(run, True)
             result = "confirmed"
         else:
             result = bootstate.confirm()
@@ -435,16 +436,19 @@ class Agent:
         self.report("confirmed", running_version=self._running_version(), boot_attempts=probe["tries"] if probe else 1)
         return result
 
+    def _settle(self, run, confirmed):
+        # The ledger follows what the bootloader did; a new image it refused to load is reported.
+        if bootstate.reconcile(run, confirmed, at_boot=True) == "refused":
+            msg = "the bootloader refused to load the new image: %s boots again" % slot.label(run)
+            ledger.report_later({"event": "rolled_back", "reason": "bootloader_refused", "message": msg})
+
     def _confirm_app(self, app):
         # An app update alone: the same self-test; a failure restores the previous tree and resets
         # (the failed app may be imported already).
         version = app.journal().get("v")
         ok, why = self._self_test_ok()
         if not ok:
-            try:
-                state.set_json("rep", {"event": "rolled_back", "reason": why[:120], "app_version": version})
-            except (OSError, ValueError):
-                pass
+            ledger.report_later({"event": "rolled_back", "reason": why[:120], "app_version": version})
             self.log("rolled_back", reason=why[:120], app_version=version)
             app.rollback(why, failed=why.startswith("self-test"))  # network faults do not count
             machine.reset()

@@ -77,6 +77,11 @@ def install(source, length, sha256=None, chip_id=None, resume_from=0, progress=N
     if pos:
         slot.hash_range(target, pos, buf, sha, check)
     block = pos // BLOCK
+    if not pos:
+        # Before its first block changes, the ledger's record of the slot goes (ota.ledger.forget).
+        from .state import erase
+
+        erase(slot.record_key(target))
     try:
         while pos < length:
             want = min(BLOCK, length - pos)
@@ -102,8 +107,16 @@ def install(source, length, sha256=None, chip_id=None, resume_from=0, progress=N
     if slot.hash_range(target, length, buf).digest() != digest:
         raise OTAError("flash_verify_failed", "the slot read back differs from what was written: flash fault?")
     if set_boot:
-        try:
-            target.set_boot()
-        except OSError as e:
-            raise OTAError("set_boot_failed", "ESP-IDF refused the image in %s (%s)" % (slot.label(target), e))
+        make_bootable(target)
     return {"slot": slot.label(target), "length": length, "sha256": digest, "segments": len(check.segments)}
+
+
+def make_bootable(target):
+    """Partition.set_boot(): ESP-IDF verifies the image again, then writes otadata."""
+    try:
+        target.set_boot()
+    except OSError as e:
+        from .state import erase
+
+        erase(slot.record_key(target))  # ota.ledger.forget: whatever was recorded will not boot
+        raise OTAError("set_boot_failed", "ESP-IDF refused the image in %s (%s)" % (slot.label(target), e))
