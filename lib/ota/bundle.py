@@ -269,6 +269,7 @@ class Bundle:
 
 def load(blob, trust, doc_type=None):
     """A verified Bundle from a signed document's bytes ("app" or "config": `doc_type` or either)."""
+    collect()  # the fetch's garbage goes before the document code loads
     from . import manifest
 
     sigs, doc = manifest.split(blob)

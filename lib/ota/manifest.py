@@ -14,8 +14,6 @@ import json
 from . import cjson
 from .compat import const
 from .errors import OTAError
-from .keyid import canonical_id
-from .version import key as parse_version  # noqa: F401 (SemVer precedence; used here and by callers)
 
 MAX_DOCUMENT = const(8192)
 MAX_SIGNATURES = const(4)
@@ -39,6 +37,14 @@ def _canonical_b64_sig(text):
     return text[85] in b"AQgw"  # the last character carries 2 bits; the rest must be zero
 
 
+def parse_version(text):
+    """SemVer 2.0.0 precedence key of a version (ota.version.key; imported when first needed, so
+    that a device reading only signature lines does not load it)."""
+    from .version import key
+
+    return key(text)
+
+
 def split(blob):
     """(signatures [(key_id, sig)], document bytes) from a signed file; refuses malformed framing."""
     if len(blob) > MAX_DOCUMENT + MAX_SIGNATURES * _MAX_SIG_LINE:
@@ -52,6 +58,8 @@ def split(blob):
         parts = blob[pos + len(_SIG_PREFIX):end].split(b" ")
         if len(parts) != 2 or len(parts[0]) != 16 or not _canonical_b64_sig(parts[1]):
             raise OTAError("bad_manifest", "signature line %d is malformed" % (len(sigs) + 1))
+        from .keyid import canonical_id
+
         try:
             kid = canonical_id(parts[0].decode())
             sig = binascii.a2b_base64(parts[1])
@@ -267,6 +275,8 @@ def load_keys(blob, trust):
         k["name"] = name
     _int(d, "threshold", w, 1, len(keys), required=False)
     revoked = _list(d, "revoked", w, MAX_REVOKED, required=False)
+    from .keyid import canonical_id
+
     try:
         revoked = [canonical_id(r) for r in revoked]
     except OTAError as e:

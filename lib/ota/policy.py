@@ -18,7 +18,23 @@ import binascii
 import hashlib
 
 from .errors import OTAError
-from .version import key as version_key, loose_key
+from .version import key as version_key
+
+
+def _loose_key(text):
+    # The key of a version someone else wrote ("v5.2", "1.24.0-preview"), for requirements on
+    # MicroPython and ESP-IDF: a leading "v" and a missing patch number are allowed; None if it
+    # is still not a version.
+    if not isinstance(text, str):
+        return None
+    t = text[1:] if text[:1] == "v" else text
+    core = t.split("-")[0].split("+")[0]
+    if core.count(".") == 1:
+        t = t[:len(core)] + ".0" + t[len(core):]
+    try:
+        return version_key(t)
+    except OTAError:
+        return None
 
 
 def rollout_bucket(device_id, salt):
@@ -81,7 +97,7 @@ def check(m, facts):
         need = m.requires.get(what)
         have = facts.get(what)
         if need is not None and have is not None:
-            n, h = loose_key(need), loose_key(have)
+            n, h = _loose_key(need), _loose_key(have)
             if n is None or h is None or h < n:
                 raise OTAError("requires_" + what, "release %s needs %s >= %s, this device has %s" % (m.version, what, need, have))
     if m.rollout_percent < 100:

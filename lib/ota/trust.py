@@ -23,24 +23,36 @@ def key_id(public_key):
     return binascii.hexlify(hashlib.sha256(public_key).digest()[:8]).decode()
 
 
-def _check_key(raw):
-    if not ed25519.public_key_ok(raw):
-        raise OTAError("bad_key", "key %s is not an Ed25519 public key a signer can hold" % key_id(raw))
-    return bytes(raw)
-
-
-def decode_key(text):
-    """A public key as the device config holds it: base64 (or hex) of the 32 raw bytes, the
-    canonical encoding of an Ed25519 point that is not of small order."""
+def _raw(text):
+    # 32 raw bytes from base64 (or hex) text, else OTAError
     raw = b""
-    if isinstance(text, str):
+    if isinstance(text, (bytes, bytearray)):
+        raw = bytes(text)
+    elif isinstance(text, str):
         try:
             raw = binascii.unhexlify(text) if len(text) == 64 else binascii.a2b_base64(text)
         except (ValueError, TypeError):
             pass
     if len(raw) != 32:
         raise OTAError("bad_key", "a public key must be 32 bytes (base64 or hex)")
-    return _check_key(raw)
+    return raw
+
+
+def _check_points(keys):
+    # Run after everything the key set keeps is allocated: the checks' big-integer garbage then
+    # leaves no holes between objects that stay (the heap before TLS).
+    for kid in keys:
+        if not ed25519.public_key_ok(keys[kid]):
+            raise OTAError("bad_key", "key %s is not an Ed25519 public key a signer can hold" % kid)
+    collect()
+
+
+def decode_key(text):
+    """A public key as the device config holds it: base64 (or hex) of the 32 raw bytes, the
+    canonical encoding of an Ed25519 point that is not of small order."""
+    raw = _raw(text)
+    _check_points({key_id(raw): raw})
+    return raw
 
 
 class Trust:
@@ -74,14 +86,12 @@ class Trust:
             raise OTAError("bad_key", "at most %d trusted keys" % MAX_KEYS)
         keys = {}
         for e in entries:
-            if isinstance(e, dict):
-                e = e.get("key")
-            raw = _check_key(e) if isinstance(e, (bytes, bytearray)) else decode_key(e)
+            raw = _raw(e.get("key") if isinstance(e, dict) else e)
             kid = key_id(raw)
             if kid in keys:
                 raise OTAError("bad_key", "key %s is listed twice" % kid)
             keys[kid] = raw
-        collect()  # the point checks' big-integer garbage must not fragment the heap before TLS
+        _check_points(keys)
         return cls(keys, threshold, revoked, version)
 
     def verify(self, signatures, document):

@@ -65,26 +65,3 @@ def key(text):
     out.append(0 if dash >= 0 else 1)
     out.append(tuple(pre))
     return tuple(out)
-
-
-def loose_key(text):
-    """The key of a version someone else wrote ("v5.2", "1.24.0-preview"), for requirements on
-    MicroPython and ESP-IDF: a leading "v" and a missing patch number are allowed. None if it
-    is still not a version."""
-    if not isinstance(text, str):
-        return None
-    t = text[1:] if text[:1] == "v" else text
-    core = t.split("-")[0].split("+")[0]
-    if core.count(".") == 1:
-        n = len(core)
-        t = t[:n] + ".0" + t[n:]
-    try:
-        return key(t)
-    except OTAError:
-        return None
-
-
-def compare(a, b):
-    """-1, 0 or 1 as version `a` has lower, equal or higher precedence than `b`."""
-    ka, kb = key(a), key(b)
-    return (ka > kb) - (ka < kb)

@@ -121,7 +121,7 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
         doc["build"]["idf"] = desc["idf_ver"]
     warnings = []
     if desc and desc.get("version") and _is_release_version(desc["version"]) and \
-            device_version.compare(desc["version"], version):
+            _compare(desc["version"], version):
         # a board flashed with this image by cable takes its descriptor version for the installed
         # release (ota.update): a different one makes it refuse or reinstall the wrong releases
         warnings.append("the image's app descriptor says version %s, the release is %s: build the firmware "
@@ -140,6 +140,12 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
             "artifacts": arts, "skipped_deltas": skipped, "manifest_bytes": len(blob), "warnings": warnings}
 
 
+def _compare(a, b):
+    # -1, 0, 1 by the device's SemVer precedence (ota.version)
+    ka, kb = device_version.key(a), device_version.key(b)
+    return (ka > kb) - (ka < kb)
+
+
 def _replaces_newer(path, version):
     # The manifest this one replaces: a device that installed its version takes this one as a
     # downgrade (or as installed already), by the device's own order (ota.version).
@@ -147,14 +153,14 @@ def _replaces_newer(path, version):
         with open(path, "rb") as f:
             doc = json.loads(device_manifest.split(f.read(device_manifest.MAX_DOCUMENT + 1024))[1])
         before = doc["version"]
-        newer = device_version.compare(before, version) >= 0
+        newer = _compare(before, version) >= 0
     except (OSError, ValueError, KeyError, TypeError, OTAError):
         return []  # no manifest there (or not one of ours): nothing is replaced
     if not newer:
         return []
     return ["%s replaces release %s, which is not older: devices that installed %s refuse %s (%s)" % (
         os.path.basename(path), before, before, version,
-        "downgrade" if device_version.compare(before, version) > 0 else "up_to_date")]
+        "downgrade" if _compare(before, version) > 0 else "up_to_date")]
 
 
 def _is_release_version(text):
