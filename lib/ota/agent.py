@@ -8,8 +8,8 @@
 #   a.check_now(source=..., verify=..., secure=..., reboot=False)   # one run, settings overridden
 import machine
 
-from . import audit, bootstate, config, ledger, otadata, slot
-from .compat import collect, mem_free, sleep_ms
+from . import audit, bootstate, clock, config, ledger, otadata, slot
+from .compat import c_heap_largest, collect, mem_free, sleep_ms
 from .errors import OTAError
 
 APP_JOURNAL = "ota-app.journal"  # ota.apptree.JOURNAL: app bundle code is loaded only where it exists
@@ -17,7 +17,7 @@ APP_JOURNAL = "ota-app.journal"  # ota.apptree.JOURNAL: app bundle code is loade
 # Reasons that are the network's fault: retried with backoff. Everything else is a refusal.
 _TRANSIENT = ("source_error", "truncated", "timeout", "stalled", "connect", "network", "tls", "dns",
               "bad_response", "http_500", "http_502", "http_503", "http_504", "http_429", "not_found",
-              "http_404", "flash_error", "out_of_memory", "internal_error")
+              "http_404", "flash_error", "out_of_memory", "internal_error", "clock_unset")
 
 # A new image's server check (part of its self-test) is tried this many times, 1 s then 2 s apart,
 # when it fails for the network's reasons: one dropped connection must not roll back a good release.
@@ -68,6 +68,7 @@ class Agent:
         for k in fields:
             doc[k] = fields[k]
         try:
+            clock.ensure(self.cfg["ntp"])  # TLS needs the date (a report may be the first connection)
             f = self._fetcher(self.cfg, timeout=5000)
             f.post_json(url, json.dumps(doc).encode(), 512)
         except Exception as e:  # best effort: a report must never stop an update or a rollback
@@ -161,6 +162,11 @@ class Agent:
             free = mem_free()
             if free is not None and free < cfg["min_free_heap"]:
                 return "heap"
+        if cfg["min_free_idf_heap"]:
+            # TLS buffers and sockets come from the ESP-IDF heap, not the GC heap (two heaps)
+            largest = c_heap_largest()
+            if largest is not None and largest < cfg["min_free_idf_heap"]:
+                return "idf_heap"
         win = cfg["window"]
         if win:
             now = audit.trusted_time()
@@ -212,6 +218,7 @@ class Agent:
         fetcher = trust = None
         try:
             self.connect is None or self.connect()
+            clock.ensure(cfg["ntp"])  # certificate dates: an unset clock (2000) fails every handshake
             fetcher = self._fetcher(cfg)
             if cfg["verify"]:
                 trust = self._rotate_keys(cfg, fetcher, self._trust(cfg))
@@ -324,7 +331,9 @@ class Agent:
 
     def _self_test_ok(self):
         """(ok, why): the user's checks, the network, and the update server answering with a
-        manifest that verifies — a firmware that cannot reach its server must not be kept."""
+        manifest that verifies — a firmware that cannot reach its server must not be kept.
+        ok is None when the clock cannot be set (no NTP): the server check cannot run, which says
+        nothing about the release."""
         from . import update
 
         try:
@@ -333,6 +342,11 @@ class Agent:
             if self.connect is not None and not self.connect():
                 return False, "network does not come up"
             tries = SERVER_CHECK_TRIES if self.cfg["source"] else 0
+            if tries:
+                try:
+                    clock.ensure(self.cfg["ntp"])
+                except OTAError as e:
+                    return None, str(e)
             for i in range(tries):
                 try:
                     update.fetch_verified(self._fetcher(self.cfg), self.cfg["source"],
@@ -375,7 +389,8 @@ class Agent:
 
     def boot(self):
         """Confirm or roll back the image that runs, and the app bundle (ota.bundle) with it.
-        Returns "confirmed", "already_valid" or "app_confirmed" (an app update alone); does not
+        Returns "confirmed", "already_valid", "app_confirmed" (an app update alone) or
+        "unconfirmed" (the clock could not be set for the server check: judged next boot); does not
         return when it rolls back (machine.reset()). Call it before importing the app: it first
         finishes or undoes an interrupted app switch (self.app_state: ota.apptree.recover(); do
         not import the app when it is "unsupported" or "error")."""
@@ -422,6 +437,8 @@ class Agent:
             if probe["tries"] > limit and self._rollback("no successful self-test in %d boots" % limit):
                 return None  # not reached: the rollback resets
         ok, why = self._self_test_ok()
+        if ok is None:
+            return self._undecided(run, probe, why)
         if not ok:
             self._rollback(why, why.startswith("self-test"))
         if probe is not None:
@@ -441,6 +458,25 @@ class Agent:
         if bootstate.reconcile(run, confirmed, at_boot=True) == "refused":
             msg = "the bootloader refused to load the new image: %s boots again" % slot.label(run)
             ledger.report_later({"event": "rolled_back", "reason": "bootloader_refused", "message": msg})
+
+    def _undecided(self, run, probe, why):
+        # Not judged this boot (clock_unset): neither confirmed nor rolled back, and the boot is not
+        # counted. The bootloader's single-shot rollback would undo a good release at the next
+        # reset for it: the agent's boot counter takes over (as with boot_retry_limit > 1) and the
+        # next boot judges again.
+        if probe is None:
+            ledger.set_probe({"slot": slot.label(run), "tries": 0})
+            try:
+                import esp32
+
+                esp32.Partition.mark_app_valid_cancel_rollback()
+            except OSError:
+                pass
+        else:
+            probe["tries"] -= 1
+            ledger.set_probe(probe)
+        self.log("unconfirmed", reason=why[:120])
+        return "unconfirmed"
 
     def _confirm_app(self, app):
         # An app update alone: the same self-test; a failure restores the previous tree and resets

@@ -92,8 +92,10 @@ def confirm(self_test=None):
         except Exception as e:
             ok = False
             why = "self-test raised %r" % (e,)
-    if st == otadata.PENDING_VERIFY or st == otadata.UNDEFINED:
-        ledger.rollback_support_seen(1 if st == otadata.PENDING_VERIFY else 0)
+    if st in (otadata.PENDING_VERIFY, otadata.UNDEFINED, otadata.NEW):
+        # NEW at run time: the firmware asked for rollback, the bootloader (flashed with the board,
+        # never updated over the air) was built without it and never made it PENDING_VERIFY
+        ledger.rollback_support_seen(1 if st == otadata.PENDING_VERIFY else 2 if st == otadata.NEW else 0)
     if not ok:
         rollback(why)
     try:

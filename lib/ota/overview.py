@@ -7,7 +7,8 @@ from .bootstate import running_state
 
 def _rollback_support(st):
     # What the bootloader can do, as far as otadata shows it: PENDING_VERIFY only exists with app
-    # rollback; UNDEFINED after an update means a bootloader built without it. A VALID image tells
+    # rollback; UNDEFINED after an update means a firmware built without it, NEW at run time a
+    # bootloader built without it ("old_bootloader": it predates v1.21). A VALID image tells
     # nothing, so the last observation is kept in NVS.
     if otadata.partition() is None:
         return "unsupported"
@@ -15,8 +16,10 @@ def _rollback_support(st):
         return "enabled"
     if st == otadata.UNDEFINED:
         return "disabled"
+    if st == otadata.NEW:
+        return "old_bootloader"  # the firmware writes NEW; a bootloader without app rollback leaves it
     seen = ledger.rollback_support_seen()
-    return "enabled" if seen == 1 else "disabled" if seen == 0 else "unknown"
+    return {1: "enabled", 0: "disabled", 2: "old_bootloader"}.get(seen, "unknown")
 
 
 def status():
