@@ -119,7 +119,9 @@ def save(cfg, path=PATH):
         # is (ota.trust): a set that could never verify a release, or fails to revoke, is not stored
         from .trust import from_settings
 
-        from_settings(dict(DEFAULTS, **out))
+        full = dict(DEFAULTS)
+        full.update(out)
+        from_settings(full)
     text = json.dumps(out)
     if len(text) > MAX_BYTES:
         raise OTAError("bad_config", "settings too large")

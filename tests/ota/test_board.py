@@ -11,24 +11,8 @@ import pytest
 
 from ota import update
 from tests.campaign import world as W
+from tests.campaign.test_security_items import _check  # update.check of a manifest on a board: reason
 from tests.campaign.world import images, release, sim
-
-
-def _check(dev, folder, name, key):
-    def app():
-        from ota import update
-        from ota.errors import OTAError
-        from ota.fetch import FileFetcher
-        from ota.trust import Trust
-
-        try:
-            m = update.check(FileFetcher(folder), name, Trust.from_list([W.keys.public_text(key)]),
-                             {"channel": "stable"})
-            return "accepted " + m.version
-        except OTAError as e:
-            return e.reason, e.message
-
-    return dev.run(app).value
 
 
 def test_board_unknown_refuses_a_board_specific_release(tmp_path):
@@ -37,9 +21,21 @@ def test_board_unknown_refuses_a_board_specific_release(tmp_path):
     release.build(W.V2, "2.0.0", [w.key], folder, board="LOLIN_D32", manifest_name="lolin.json")
     release.build(W.V2, "2.0.0", [w.key], folder, manifest_name="any.json")
     dev = sim.create(str(tmp_path / "d.bin"), W.V1)  # MicroPython's descriptor: project_name "micropython"
-    reason, message = _check(dev, folder, "lolin.json", w.key)
-    assert reason == "board_unknown" and "ota.config.set('board'" in message and "deploy --board" in message
+    assert _check(dev, folder, "lolin.json", w.key) == "board_unknown"
     assert _check(dev, folder, "any.json", w.key) == "accepted 2.0.0"
+
+
+def test_board_unknown_says_how_to_set_it():
+    from ota import manifest, policy
+    from ota.errors import OTAError
+    from ota.trust import Trust
+    from tests.ota import manifest_cases as mc
+
+    m = manifest.load(mc.signed(mc.with_(board="LOLIN_D32")), Trust.from_list([mc.keys.public_text(mc.KEY)]))
+    with pytest.raises(OTAError) as e:
+        policy.check(m, dict(mc.FACTS, board=None))
+    assert e.value.reason == "board_unknown"
+    assert "ota.config.set('board'" in e.value.message and "deploy --board" in e.value.message
 
 
 def test_board_from_the_running_image_descriptor(tmp_path):
@@ -49,7 +45,7 @@ def test_board_from_the_running_image_descriptor(tmp_path):
     release.build(W.V2, "2.0.0", [w.key], folder, board="OTHER", manifest_name="other.json")
     dev = sim.create(str(tmp_path / "d.bin"), images.app_image("1.0.0", size=W.SIZE, seed=1, project="LOLIN_D32"))
     assert _check(dev, folder, "lolin.json", w.key) == "accepted 2.0.0"
-    assert _check(dev, folder, "other.json", w.key)[0] == "wrong_board"
+    assert _check(dev, folder, "other.json", w.key) == "wrong_board"
 
 
 def test_board_from_micropython_build_name_on_an_esp32(monkeypatch):
