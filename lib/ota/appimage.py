@@ -7,8 +7,7 @@
 import hashlib
 import struct
 
-from . import memmap
-from .compat import const, xor_fold
+from .compat import collect, const, xor_fold
 from .errors import OTAError
 
 MAGIC = const(0xE9)
@@ -68,8 +67,9 @@ class ImageCheck:
     """Walks an app image fed in order, in pieces of any size; `finish()` says whether it was whole.
 
     Verifies: the header (via check_header), every segment header (length multiple of 4, < 16 MiB,
-    inside the declared image length, and an address the chip's bootloader loads: ota.memmap), the
-    checksum byte, the appended SHA-256, and that the image ends exactly at `length`. Holds a 24-byte scratch buffer and one SHA-256 state, nothing else.
+    inside the declared image length), the checksum byte, the appended SHA-256, that the image
+    ends exactly at `length`, and (finish) that the chip's bootloader would load every segment
+    where it says (ota.memmap). Holds a 24-byte scratch buffer and one SHA-256 state, nothing else.
     """
 
     def __init__(self, length, chip_id=None):
@@ -85,6 +85,7 @@ class ImageCheck:
         self._have = 0  # bytes gathered into _scratch
         self._seg_count = 0
         self._img_chip = None
+        self._offsets = []  # where each segment's data starts in the image
         self._checksum = 0xEF
         self._hash_appended = 0
         self._sha = hashlib.sha256()  # everything before the appended digest
@@ -165,8 +166,8 @@ class ImageCheck:
                 index, data_len, data_start, self.length))
         if not index and data_len < APP_DESC_LEN:  # esp_image_format.c verify_segment_header()
             raise OTAError("bad_image", "segment 0 (0x%x bytes) is too short for the app descriptor" % data_len)
-        memmap.check_segment(self._img_chip, index, load_addr, data_len, data_start)  # what the bootloader loads
         self.segments.append((load_addr, data_len))
+        self._offsets.append(data_start)
         self._stage = _SEG_DATA
         self._want = data_len - already
         if not self._want:
@@ -194,3 +195,9 @@ class ImageCheck:
             self.length = self.pos
         if self.pos != self.length:
             raise OTAError("length_mismatch", "image is %d bytes, expected %d" % (self.pos, self.length))
+        # Where the bootloader would load each segment (ota.memmap): judged once the image is whole,
+        # so the table is loaded after the download, not next to it.
+        collect()
+        from .memmap import check_segments
+
+        check_segments(self._img_chip, self.segments, self._offsets)

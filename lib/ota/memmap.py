@@ -23,128 +23,90 @@
 # soc/<chip>/include/soc/soc.h; where versions differ, the narrower one (the ESP32's SOC_IRAM_HIGH
 # is 0x400A0000 in v5.0). ESP32: the reserved DRAM also spans the ROM's own data between stack and
 # dram_seg, 0x3FFE0000-0x40000000 as a whole.
-import struct
-
 from .errors import OTAError
 
-
-def _u32(*values):
-    # Addresses above 2**30 are heap objects on a 32-bit port: the table is kept as packed bytes,
-    # and read (struct.unpack_from) only for the chip and segments in hand.
-    return struct.pack("<%dI" % len(values), *values)
-
-
-# chip_id: (mapped windows, loadable windows (lo, hi, checked), reserved regions,
-#           D/IRAM (dram_lo, dram_hi, iram_lo, iram_hi, inverted) or None, 64 KiB page alignment checked)
-_ESP32 = (_u32(0x400D0000, 0x40400000, 0x3F400000, 0x3F800000),
-          _u32(0x3FFAE000, 0x40000000, 1, 0x40080000, 0x400A0000, 1,
-           0x400C0000, 0x400C2000, 0, 0x3FF80000, 0x3FF82000, 0, 0x50000000, 0x50002000, 0),
-          _u32(0x3FFD9F20, 0x40000000, 0x40078000, 0x40080000),
-          _u32(0x3FFE0000, 0x40000000, 0x400A0000, 0x400C0000, 1),
-          1)
-_S2 = (_u32(0x40080000, 0x40800000, 0x3F000000, 0x3FF80000),
-       _u32(0x3FFB0000, 0x40000000, 1, 0x40020000, 0x40070000, 1,
-        0x40070000, 0x40072000, 0, 0x3FF9E000, 0x3FFA0000, 0, 0x50000000, 0x50002000, 0),
-       _u32(0x3FFF470C, 0x3FFFE70C, 0x3FFE5000, 0x3FFEAB00, 0x4004E000, 0x40056000),
-       _u32(0x3FFB0000, 0x40000000, 0x40020000, 0x40070000, 0),
-       1)
-_S3 = (_u32(0x42000000, 0x44000000, 0x3C000000, 0x3E000000),
-       _u32(0x3FC88000, 0x3FD00000, 1, 0x40370000, 0x403E0000, 1,
-        0x600FE000, 0x60100000, 0, 0x50000000, 0x50002000, 0),
-       _u32(0x3FCE1710, 0x3FCEB710, 0x403CB700, 0x403D3700),
-       _u32(0x3FC88000, 0x3FCF0000, 0x40378000, 0x403E0000, 0),
-       1)
-_C3 = (_u32(0x42000000, 0x42800000, 0x3C000000, 0x3C800000),
-       _u32(0x3FC80000, 0x3FCE0000, 1, 0x4037C000, 0x403E0000, 1, 0x50000000, 0x50002000, 0),
-       _u32(0x3FCD4710, 0x3FCDE710, 0x403CE710, 0x403D5710),
-       _u32(0x3FC80000, 0x3FCE0000, 0x40380000, 0x403E0000, 0),
-       1)
-_C2 = (_u32(0x42000000, 0x42400000, 0x3C000000, 0x3C400000),
-       _u32(0x3FCA0000, 0x3FCE0000, 1, 0x4037C000, 0x403C0000, 1),
-       _u32(0x3FCD4B70, 0x3FCDEB70, 0x403AEB70, 0x403B5B70),
-       _u32(0x3FCA0000, 0x3FCE0000, 0x40380000, 0x403C0000, 0),
-       0)
-_C6 = (_u32(0x42000000, 0x43000000),
-       _u32(0x40800000, 0x40880000, 1, 0x50000000, 0x50004000, 0),
-       _u32(0x4086E610, 0x4087E610),
-       None,
-       0)
-_H2 = (_u32(0x42000000, 0x43000000),
-       _u32(0x40800000, 0x40850000, 1, 0x50000000, 0x50001000, 0),
-       _u32(0x4083EFD0, 0x4084F380),
-       None,
-       0)
-_P4 = (_u32(0x40000000, 0x44000000, 0x48000000, 0x4C000000),
-       _u32(0x4FF00000, 0x4FFC0000, 1, 0x50108000, 0x50110000, 0, 0x30100000, 0x30102000, 0),
-       _u32(0x4FF2BBD0, 0x4FF3CFC0, 0x4FFADFC0, 0x4FFBCFC0),
-       None,
-       1)
-CHIPS = {0x0000: _ESP32, 0x0002: _S2, 0x0009: _S3, 0x0005: _C3, 0x000C: _C2, 0x000D: _C6, 0x0010: _H2,
-         0x0012: _P4}
-_PAGE = 0x10000
+# Per chip (image chip id): the words of each part, hex, "|" between parts:
+#   mapped windows (lo hi ...) | loadable windows (lo hi judged ...: 0 = RTC memory or SPM, loaded
+#   as it is) | reserved regions (lo hi ...) | D/IRAM (dram_lo dram_hi iram_lo iram_hi) | flags:
+#   "a" mapped segments' 64 KiB page alignment judged (fixed MMU page), "i" D/IRAM in reverse order.
+# Text, parsed for the one chip in hand: compact in the heap of a 32-bit port, where these
+# addresses (above 2**30) would each be an object.
+CHIPS = {
+    0x0000: "400D0000 40400000 3F400000 3F800000"  # ESP32
+            "|3FFAE000 40000000 1 40080000 400A0000 1 400C0000 400C2000 0 3FF80000 3FF82000 0 50000000 50002000 0"
+            "|3FFD9F20 40000000 40078000 40080000|3FFE0000 40000000 400A0000 400C0000|ai",
+    0x0002: "40080000 40800000 3F000000 3FF80000"  # ESP32-S2
+            "|3FFB0000 40000000 1 40020000 40070000 1 40070000 40072000 0 3FF9E000 3FFA0000 0 50000000 50002000 0"
+            "|3FFF470C 3FFFE70C 3FFE5000 3FFEAB00 4004E000 40056000|3FFB0000 40000000 40020000 40070000|a",
+    0x0009: "42000000 44000000 3C000000 3E000000"  # ESP32-S3
+            "|3FC88000 3FD00000 1 40370000 403E0000 1 600FE000 60100000 0 50000000 50002000 0"
+            "|3FCE1710 3FCEB710 403CB700 403D3700|3FC88000 3FCF0000 40378000 403E0000|a",
+    0x0005: "42000000 42800000 3C000000 3C800000"  # ESP32-C3
+            "|3FC80000 3FCE0000 1 4037C000 403E0000 1 50000000 50002000 0"
+            "|3FCD4710 3FCDE710 403CE710 403D5710|3FC80000 3FCE0000 40380000 403E0000|a",
+    0x000C: "42000000 42400000 3C000000 3C400000"  # ESP32-C2 (MMU page size configurable)
+            "|3FCA0000 3FCE0000 1 4037C000 403C0000 1"
+            "|3FCD4B70 3FCDEB70 403AEB70 403B5B70|3FCA0000 3FCE0000 40380000 403C0000|",
+    0x000D: "42000000 43000000"  # ESP32-C6: one address space (MMU page size configurable)
+            "|40800000 40880000 1 50000000 50004000 0|4086E610 4087E610||",
+    0x0010: "42000000 43000000"  # ESP32-H2 (MMU page size configurable)
+            "|40800000 40850000 1 50000000 50001000 0|4083EFD0 4084F380||",
+    0x0012: "40000000 44000000 48000000 4C000000"  # ESP32-P4 (with its PSRAM window)
+            "|4FF00000 4FFC0000 1 50108000 50110000 0 30100000 30102000 0"
+            "|4FF2BBD0 4FF3CFC0 4FFADFC0 4FFBCFC0||a",
+}
 
 
-def _at(table, i):
-    return struct.unpack_from("<I", table, 4 * i)[0]
+def table(chip_id):
+    """(mapped, loadable, reserved, diram, flags) of a chip: lists of ints and the flags text;
+    None for a chip this table does not know."""
+    t = CHIPS.get(chip_id)
+    if t is None:
+        return None
+    parts = t.split("|")
+    return [[int(w, 16) for w in p.split()] for p in parts[:4]] + [parts[4]]
 
 
-def _overlaps(pairs, lo, hi):
-    # Whether [lo, hi) overlaps one of the (lo, hi) pairs packed in `pairs`.
-    for i in range(0, len(pairs) // 4, 2):
-        if lo < _at(pairs, i + 1) and _at(pairs, i) < hi:
+def _hits(pairs, lo, hi):
+    for i in range(0, len(pairs), 2):
+        if lo < pairs[i + 1] and pairs[i] < hi:
             return True
     return False
 
 
-def _alias(diram, lo, hi):
-    # The other bus's view of the part of [lo, hi) inside D/IRAM (esp_ptr_diram_dram_to_iram and
-    # back; the ESP32's D/IRAM is mapped in reverse word order), or None.
-    dlo, dhi, ilo, ihi, inverted = struct.unpack("<5I", diram)
-    for a, b, x in ((dlo, dhi, ilo), (ilo, ihi, dlo)):
-        s, e = max(lo, a), min(hi, b)
-        if s < e:
-            if inverted:
-                return x + (b - e), x + (b - s)
-            return x + (s - a), x + (e - a)
-    return None
-
-
-def windows(chip_id):
-    """(mapped, loadable, reserved) of a chip as lists: mapped [(lo, hi)], loadable [(lo, hi,
-    checked)], reserved [(lo, hi)]; None for a chip this table does not know."""
-    chip = CHIPS.get(chip_id)
-    if chip is None:
-        return None
-    out = []
-    for table, n in ((chip[0], 2), (chip[1], 3), (chip[2], 2)):
-        v = struct.unpack("<%dI" % (len(table) // 4), table)
-        out.append([v[i:i + n] for i in range(0, len(v), n)])
-    return out
-
-
-def check_segment(chip_id, index, load_addr, data_len, data_offset):
+def check_segments(chip_id, segments, offsets):
     """Raise OTAError("bad_load_address") when the bootloader of chip `chip_id` would refuse to
-    load segment `index` (`data_len` bytes for `load_addr`, its data at `data_offset` in the image)."""
-    chip = CHIPS.get(chip_id)
-    if chip is None or not data_len:
-        return  # an unknown chip is refused elsewhere (wrong_chip); zero-length segments are fine
-    mapped, loadable, reserved, diram, aligned = chip
-    end = load_addr + data_len
-    if _overlaps(mapped, load_addr, load_addr + 1):
-        if aligned and data_offset % _PAGE != load_addr % _PAGE:
-            raise OTAError("bad_load_address", "segment %d: load address 0x%08x does not match its flash offset 0x%x "
-                           "modulo the 64 KiB MMU page" % (index, load_addr, data_offset))
-        return
-    if load_addr < 0x10000000:
-        return  # reserved for segments that are not loaded (padding)
-    for i in range(0, len(loadable) // 4, 3):
-        if _at(loadable, i) <= load_addr and end <= _at(loadable, i + 1):
-            if not _at(loadable, i + 2):
-                return  # RTC memory or SPM: loaded as it is
-            other = _alias(diram, load_addr, end) if diram else None
-            if _overlaps(reserved, load_addr, end) or (other and _overlaps(reserved, other[0], other[1])):
-                raise OTAError("bad_load_address", "segment %d (0x%08x-0x%08x) overlaps the RAM the 2nd-stage "
-                               "bootloader itself uses: it would refuse to boot this image" % (index, load_addr, end))
-            return
-    raise OTAError("bad_load_address", "segment %d (0x%08x-0x%08x) is not in this chip's DRAM, IRAM or RTC memory: "
-                   "the bootloader would refuse to load it" % (index, load_addr, end))
+    load one of `segments` [(load_addr, data_len)], whose data start at `offsets` in the image."""
+    t = table(chip_id)
+    if t is None:
+        return  # an unknown chip is refused elsewhere (wrong_chip)
+    mapped, loadable, reserved, diram, flags = t
+    for index in range(len(segments)):
+        load_addr, data_len = segments[index]
+        end = load_addr + data_len
+        if not data_len:
+            continue  # zero-length segments are fine
+        if _hits(mapped, load_addr, load_addr + 1):
+            if "a" in flags and (offsets[index] - load_addr) % 0x10000:
+                raise OTAError("bad_load_address", "segment %d at 0x%08x: not at its flash offset 0x%x modulo the "
+                               "64 KiB MMU page" % (index, load_addr, offsets[index]))
+            continue
+        if load_addr < 0x10000000:
+            continue  # reserved for segments that are not loaded (padding)
+        for i in range(0, len(loadable), 3):
+            if loadable[i] <= load_addr and end <= loadable[i + 1]:
+                bad = loadable[i + 2] and _hits(reserved, load_addr, end)
+                if loadable[i + 2] and diram and not bad:  # the other bus's view of its part in D/IRAM
+                    for a, b, x in ((diram[0], diram[1], diram[2]), (diram[2], diram[3], diram[0])):
+                        s, e = max(load_addr, a), min(end, b)
+                        if s < e:
+                            s, e = (x + b - e, x + b - s) if "i" in flags else (x + s - a, x + e - a)
+                            bad = _hits(reserved, s, e)
+                            break
+                if bad:
+                    raise OTAError("bad_load_address", "segment %d (0x%08x-0x%08x) overlaps the RAM the 2nd-stage "
+                                   "bootloader itself uses: it would refuse to boot this image" % (index, load_addr, end))
+                break
+        else:
+            raise OTAError("bad_load_address", "segment %d (0x%08x-0x%08x) is not in this chip's DRAM, IRAM or RTC "
+                           "memory: the bootloader would refuse to load it" % (index, load_addr, end))

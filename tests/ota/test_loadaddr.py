@@ -19,6 +19,14 @@ def image(chip="esp32", extra=(), **kw):
     return images.app_image("2.0.0", size=24 * 1024, chip=chip, seed=3, extra_segments=extra, **kw)
 
 
+def windows(chip_id):
+    """(mapped [(lo, hi)], loadable [(lo, hi, checked)], reserved [(lo, hi)]) of the packed table."""
+    out = []
+    for v, n in zip(memmap.table(chip_id)[:3], (2, 3, 2)):
+        out.append([v[i:i + n] for i in range(0, len(v), n)])
+    return out
+
+
 def device_check(data, chip="esp32"):
     """The device's streaming check (ota.appimage.ImageCheck, as install runs it): None or the reason."""
     c = ImageCheck(len(data), images.CHIPS[chip]["chip_id"])
@@ -82,7 +90,7 @@ def test_loadaddr_loader_iram_is_refused(chip, addr):
 @pytest.mark.parametrize("chip,addr", [("esp32s3", 0x3FCDC000), ("esp32c3", 0x3FCD0000), ("esp32s2", 0x3FFE0000)])
 def test_loadaddr_diram_alias_of_the_loader_is_refused(chip, addr):
     """A DRAM segment outside the bootloader's DRAM whose IRAM view (D/IRAM) overlaps its loader code."""
-    reserved = memmap.windows(images.CHIPS[chip]["chip_id"])[2]
+    reserved = windows(images.CHIPS[chip]["chip_id"])[2]
     assert not any(lo < addr + len(SEG) and addr < hi for lo, hi in reserved)  # not directly
     assert judged(chip, addr) == "bad_load_address"
 
@@ -106,11 +114,11 @@ def test_loadaddr_unloaded_and_mapped_segments():
     assert judged("esp32", 0x00000004) is None  # below 0x10000000: reserved, not loaded
     assert judged("esp32c3", 0x0FFFFFF0) is None
     # a mapped (flash) segment must sit at its address modulo the 64 KiB MMU page
-    assert memmap.check_segment(0, 3, 0x3F410020, 64, 0x10020) is None
+    assert memmap.check_segments(0, [(0x3F410020, 64)], [0x10020]) is None
     with pytest.raises(OTAError) as e:
-        memmap.check_segment(0, 3, 0x3F410020, 64, 0x10030)
+        memmap.check_segments(0, [(0x3F410020, 64)], [0x10030])
     assert e.value.reason == "bad_load_address"
-    memmap.check_segment(0x000C, 3, 0x3C010020, 64, 0x10030)  # ESP32-C2: page size configurable, not judged here
+    memmap.check_segments(0x000C, [(0x3C010020, 64)], [0x10030])  # ESP32-C2: page size configurable, not judged
 
 
 def test_loadaddr_segment_zero_too_short_for_the_app_descriptor():
@@ -130,7 +138,7 @@ def test_loadaddr_windows_agree_with_esptool():
     for chip, rom in (("esp32", t.ESP32ROM), ("esp32s2", t.ESP32S2ROM), ("esp32s3", t.ESP32S3ROM),
                       ("esp32c3", t.ESP32C3ROM), ("esp32c2", t.ESP32C2ROM), ("esp32c6", t.ESP32C6ROM)):
         # (not the P4: esptool 5.6 maps its L2 memory only up to 0x4FFA0000, ESP-IDF's soc.h to 0x4FFC0000)
-        mapped, loadable, reserved = memmap.windows(rom.IMAGE_CHIP_ID)
+        mapped, loadable, reserved = windows(rom.IMAGE_CHIP_ID)
         regions = {}
         for lo, hi, name in rom.MEMORY_MAP:
             regions.setdefault(name, []).append((lo, hi))
