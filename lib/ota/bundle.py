@@ -657,9 +657,10 @@ def update(fetcher, url, trust, firmware=None, channel=None, allow_downgrade=Fal
     """Check the document at `url` and, when it is new, stage and switch to it (the caller resets:
     the next boot self-tests the new tree). Returns (bundle, counts); OTAError("up_to_date") etc.
     (The agent runs the same steps, dropping the verification code from the heap after plan().)"""
+    buf = bytearray(BLOCK)  # first, while the heap is whole: the document code fragments it
     b = fetch(fetcher, url, trust, doc_type, verify)
     check(b, firmware, channel, allow_downgrade)
-    counts = stage(fetcher, url, b, planned=plan(b))
+    counts = stage(fetcher, url, b, buf=buf, planned=plan(b))
     apptree.switch()
     return b, counts
 
