@@ -38,6 +38,14 @@ def _canonical_b64_sig(text):
     return text[85] in b"AQgw"  # the last character carries 2 bits; the rest must be zero
 
 
+def parse_version(text):
+    """SemVer 2.0.0 precedence key of a version (ota.version.key; imported when first needed, so
+    that a device reading only signature lines does not load it)."""
+    from .version import key
+
+    return key(text)
+
+
 def split(blob):
     """(signatures [(key_id, sig)], document bytes) from a signed file; refuses malformed framing."""
     if len(blob) > MAX_DOCUMENT + MAX_SIGNATURES * _MAX_SIG_LINE:
@@ -51,15 +59,16 @@ def split(blob):
         parts = blob[pos + len(_SIG_PREFIX):end].split(b" ")
         if len(parts) != 2 or len(parts[0]) != 16 or not _canonical_b64_sig(parts[1]):
             raise OTAError("bad_manifest", "signature line %d is malformed" % (len(sigs) + 1))
+        from .keyid import canonical_id
+
         try:
-            kid = parts[0].decode()
-            int(kid, 16)
+            kid = canonical_id(parts[0].decode())
             sig = binascii.a2b_base64(parts[1])
-        except (ValueError, TypeError, UnicodeError):
+        except (ValueError, TypeError, UnicodeError, OTAError):
             raise OTAError("bad_manifest", "signature line %d is not key id + base64" % (len(sigs) + 1))
         if len(sig) != 64:
             raise OTAError("bad_manifest", "signature %d is %d bytes, not 64" % (len(sigs) + 1, len(sig)))
-        sigs.append((kid.lower(), sig))
+        sigs.append((kid, sig))
         if len(sigs) > MAX_SIGNATURES:
             raise OTAError("bad_manifest", "more than %d signatures" % MAX_SIGNATURES)
         pos = end + 1
@@ -138,22 +147,6 @@ def _hex32(d, key, where, required=True):
     if len(raw) != 32 or v != v.lower():
         raise OTAError("bad_manifest", "%s: %r must be 64 lowercase hex digits" % (where, key))
     return raw
-
-
-def parse_version(text):
-    """'1.2.3' or '1.2.3-rc.1' -> a tuple that compares like semantic versions (release > pre)."""
-    core, _, pre = text.partition("-")
-    nums = core.split(".")
-    if len(nums) != 3 or len(text) > 32:
-        raise OTAError("bad_manifest", "version %r is not MAJOR.MINOR.PATCH[-PRE]" % text)
-    try:
-        parts = [int(n) for n in nums]
-    except ValueError:
-        raise OTAError("bad_manifest", "version %r is not MAJOR.MINOR.PATCH[-PRE]" % text)
-    for n, p in zip(nums, parts):
-        if p < 0 or str(p) != n:
-            raise OTAError("bad_manifest", "version %r is not MAJOR.MINOR.PATCH[-PRE]" % text)
-    return (parts[0], parts[1], parts[2], 0 if pre else 1, pre)
 
 
 class Artifact:
@@ -262,13 +255,17 @@ def load_unverified(blob):
 
 
 def load_keys(blob, trust):
-    """A verified key-list document (rotation/revocation), checked against the current `trust`."""
+    """A verified key-list document (rotation/revocation), checked against the current `trust`:
+    its schema, names and key ids in canonical form. Trust.updated() then validates the key set
+    whole before it may replace the trust in force."""
+    from .trust import MAX_KEYS, MAX_REVOKED
+
     d, _, _ = verified_document(blob, trust, "keys")
     w = "key list"
     _int(d, "version", w, 1, 0x7FFFFFFF)
-    keys = _list(d, "keys", w, 8)
+    keys = _list(d, "keys", w, MAX_KEYS)
     if not keys:
-        raise OTAError("bad_manifest", "key list: 'keys' must list 1..8 keys")
+        raise OTAError("bad_manifest", "key list: 'keys' must list 1..%d keys" % MAX_KEYS)
     names = []
     for i, k in enumerate(keys):
         if not isinstance(k, dict):
@@ -282,10 +279,16 @@ def load_keys(blob, trust):
         names.append(name)
         k["name"] = name
     _int(d, "threshold", w, 1, len(keys), required=False)
-    revoked = _list(d, "revoked", w, 16, required=False)
-    if not all(isinstance(r, str) and len(r) == 16 for r in revoked):
-        raise OTAError("bad_manifest", "key list: 'revoked' must list key ids")
+    revoked = _list(d, "revoked", w, MAX_REVOKED, required=False)
+    from .keyid import canonical_id
+
+    try:
+        revoked = [canonical_id(r) for r in revoked]
+    except OTAError as e:
+        raise OTAError("bad_manifest", "key list: 'revoked': " + e.message)
     for opt in ("threshold", "revoked"):
         if opt in d and d[opt] is None:
             del d[opt]  # null is absent, as for every optional member
+    if "revoked" in d:
+        d["revoked"] = revoked
     return d

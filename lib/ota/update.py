@@ -74,6 +74,7 @@ def device_facts(overrides=None):
         "slot_size": slot.size(slot.next_update(run)),
         "running_version": ledger.running_version(run, desc),
         "idf": _idf_version(desc.get("idf_ver")),
+        "board": running_board(desc),
         "running_sha256": rec.get("image_sha256") if rec else None,
         "security_counter": ledger.security_counter(),
         "known_bad": ledger.known_bad(),
@@ -82,6 +83,22 @@ def device_facts(overrides=None):
     if overrides:
         facts.update(overrides)
     return facts
+
+
+def running_board(desc):
+    """The board the running image was built for, when it says so (the settings' "board", given by
+    the agent, comes first): its app descriptor's project_name unless that is MicroPython's own
+    ("micropython" in every MicroPython build: ports/esp32/CMakeLists.txt, project(micropython)),
+    else MicroPython's build name (sys.implementation._build, "ESP32_GENERIC-OTA", v1.25+) on an
+    ESP32. None when unknown: the policy then refuses board-specific releases (fail closed)."""
+    import sys
+
+    name = (desc or {}).get("project")
+    if name and name != "micropython":
+        return name
+    if sys.platform == "esp32":
+        return getattr(sys.implementation, "_build", None) or None
+    return None
 
 
 def _idf_version(v):

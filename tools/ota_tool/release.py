@@ -10,11 +10,13 @@ manifest whose artifacts are missing. Everything is checked with the device's ow
 """
 import binascii
 import hashlib
+import json
 import os
 import time
 import zlib
 
 from ota import appimage, manifest as device_manifest
+from ota import version as device_version
 from ota.errors import OTAError
 from ota.trust import Trust
 
@@ -43,7 +45,9 @@ def check_image(data):
         check.feed(memoryview(data))
         check.finish()
     except OTAError as e:
-        hint = "build output: use micropython.bin (the app), not firmware.bin" if e.reason == "not_app_image" else None
+        hint = {"not_app_image": "build output: use micropython.bin (the app), not firmware.bin",
+                "bad_load_address": "devices would refuse it before set_boot (lib/ota/memmap.py has ESP-IDF's rules): "
+                                    "check the build's linker script and memory settings"}.get(e.reason)
         raise ToolError("not a valid app image: %s" % e.message, hint)
     chip = CHIP_NAMES.get(chip_id)
     if chip is None:
@@ -129,7 +133,8 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
     if desc and desc.get("idf_ver"):
         doc["build"]["idf"] = desc["idf_ver"]
     warnings = []
-    if desc and desc.get("version") and desc["version"] != version and _is_release_version(desc["version"]):
+    if desc and desc.get("version") and _is_release_version(desc["version"]) and \
+            _compare(desc["version"], version):
         # a board flashed with this image by cable takes its descriptor version for the installed
         # release (ota.update): a different one makes it refuse or reinstall the wrong releases
         warnings.append("the image's app descriptor says version %s, the release is %s: build the firmware "
@@ -140,11 +145,35 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
         doc["expires"] = int(expires)
     if extra:
         doc.update(extra)
-    blob = keys.sign(doc, signing_keys)
     name = manifest_name or "%s.json" % channel
+    warnings += _replaces_newer(os.path.join(out_dir, name), version)
+    blob = keys.sign(doc, signing_keys)
     write_atomic(os.path.join(out_dir, name), blob)
     return {"manifest": os.path.join(out_dir, name), "version": version, "chip": chip, "image_sha256": image_sha,
             "artifacts": arts + extra_arts, "skipped_deltas": skipped, "manifest_bytes": len(blob), "warnings": warnings}
+
+
+def _compare(a, b):
+    # -1, 0, 1 by the device's SemVer precedence (ota.version)
+    ka, kb = device_version.key(a), device_version.key(b)
+    return (ka > kb) - (ka < kb)
+
+
+def _replaces_newer(path, version):
+    # The manifest this one replaces: a device that installed its version takes this one as a
+    # downgrade (or as installed already), by the device's own order (ota.version).
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(device_manifest.split(f.read(device_manifest.MAX_DOCUMENT + 1024))[1])
+        before = doc["version"]
+        newer = _compare(before, version) >= 0
+    except (OSError, ValueError, KeyError, TypeError, OTAError):
+        return []  # no manifest there (or not one of ours): nothing is replaced
+    if not newer:
+        return []
+    return ["%s replaces release %s, which is not older: devices that installed %s refuse %s (%s)" % (
+        os.path.basename(path), before, before, version,
+        "downgrade" if _compare(before, version) > 0 else "up_to_date")]
 
 
 def _is_release_version(text):
