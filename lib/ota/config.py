@@ -36,6 +36,9 @@ DEFAULTS = {
     "allow_downgrade": False,
     "board": None,
     "min_free_heap": 0,      # bytes of free heap needed to start a download (0: no check)
+    "min_free_idf_heap": 0,  # bytes of the ESP-IDF heap's largest free block needed likewise (TLS's
+                             # 16.7 KB input buffer is one block: 20000 is a sensible floor; 0: no check)
+    "ntp": ["pool.ntp.org"],  # NTP servers (at most 4) that set the clock before the first TLS connection
     "window": None,          # [start_hour, end_hour] UTC when updates may start (needs a set clock)
     "app_source": None,      # signed app bundle document URL (ota.bundle), checked after the firmware
     "config_source": None,   # signed config document URL (settings files in the app root)
@@ -46,6 +49,7 @@ _TYPES = {"source": str, "channel": str, "keys": dict, "key_threshold": int, "ke
           "ca": str, "client_cert": str, "client_key": str, "interval": int, "jitter": float, "retry": int,
           "retry_max": int, "log": str, "log_max": int, "boot_retry_limit": int, "probation_watchdog": int, "device_id": str,
           "report_url": str, "allow_downgrade": bool, "board": str, "min_free_heap": int, "window": list,
+          "min_free_idf_heap": int, "ntp": list,
           "app_source": str, "config_source": str}
 
 
@@ -69,7 +73,18 @@ def check_value(key, value):
         raise OTAError("bad_config", "jitter must be in 0..1")
     if key == "window" and not _hours(value):
         raise OTAError("bad_config", "window is [start_hour, end_hour] in UTC")
+    if key == "ntp" and not _names(value, 4, 64):
+        raise OTAError("bad_config", "ntp is a list of at most 4 NTP server names")
     return value
+
+
+def _names(value, most, longest):
+    if not isinstance(value, list) or len(value) > most:
+        return False
+    for h in value:
+        if not isinstance(h, str) or not 0 < len(h) <= longest:
+            return False
+    return True
 
 
 def _hours(value):
@@ -111,6 +126,14 @@ def save(cfg, path=PATH):
         v = check_value(k, cfg[k])
         if v != DEFAULTS.get(k):
             out[k] = v
+    if out.get("keys"):
+        # the trusted keys, threshold and revocations are validated whole, as a signed key list
+        # is (ota.trust): a set that could never verify a release, or fails to revoke, is not stored
+        from .trust import from_settings
+
+        full = dict(DEFAULTS)
+        full.update(out)
+        from_settings(full)
     text = json.dumps(out)
     if len(text) > MAX_BYTES:
         raise OTAError("bad_config", "settings too large")
@@ -135,7 +158,7 @@ def key(action, name, public_key=None, path=PATH):
     cfg = load(path)
     keys = dict(cfg["keys"])
     if action in ("add", "update"):
-        decode_key(public_key)  # refuse a malformed key before it is stored
+        decode_key(public_key)  # refuse a malformed key before it is stored; save() checks the set
         if action == "add" and name in keys:
             raise OTAError("bad_config", "key %r exists: use update" % name)
         if action == "update" and name not in keys:

@@ -22,12 +22,9 @@ LONGEST_MS = 0x7FFFFFFF
 def on_probation():
     """True while the running image waits for its confirmation: ESP-IDF's PENDING_VERIFY, or the
     agent's own boot counter (boot_retry_limit > 1) runs for this slot."""
-    from . import bootstate, slot, state
+    from . import bootstate, ledger, slot
 
-    if bootstate.pending_verify():
-        return True
-    probe = state.get_json("probe")
-    return probe is not None and probe.get("slot") == slot.label(slot.running())
+    return bootstate.pending_verify() or ledger.probe(slot.running()) is not None
 
 
 def start():

@@ -22,7 +22,7 @@ IMAGES = {"1.0.0": V1, "2.0.0": V2, "3.0.0": V3_BAD}
 # Refusals that prove the device fetched and verified the manifest and decided on it: an update
 # check that ends in one of these reached the server.
 POLICY_REASONS = ("up_to_date", "downgrade", "security_version", "halted", "not_in_rollout", "expired",
-                  "wrong_board", "wrong_channel", "wrong_chip", "too_large", "requires_micropython",
+                  "wrong_board", "board_unknown", "wrong_channel", "wrong_chip", "too_large", "requires_micropython",
                   "requires_idf", "known_bad", "replayed")
 
 
@@ -134,9 +134,9 @@ def provision(world, path, url, ca_der, image=V1, version="1.0.0", **settings):
            "manifest_sha256": "00" * 32, "keys": []}
 
     def first_boot():
-        from ota import state
+        from ota import ledger
 
-        state.set_json("cur", cur)
+        ledger.provisioned(cur)
 
     out = dev.run(first_boot)
     assert out.kind == sim.RETURNED, out

@@ -10,12 +10,14 @@ manifest whose artifacts are missing. Everything is checked with the device's ow
 """
 import binascii
 import hashlib
+import json
 import os
 import re
 import time
 import zlib
 
 from ota import appimage, manifest as device_manifest
+from ota import version as device_version
 from ota.errors import OTAError
 from ota.trust import Trust
 
@@ -59,8 +61,11 @@ def check_image(data):
         check.feed(memoryview(data))
         check.finish()
     except OTAError as e:
-        raise ToolError("not a valid app image: %s" % e.message, APP_HINT if e.reason == "not_app_image" else
-                        "the image is damaged, or not a finished build: build it again")
+        hint = {"not_app_image": APP_HINT,
+                "bad_load_address": "devices would refuse it before set_boot (lib/ota/memmap.py has ESP-IDF's rules): "
+                                    "check the build's linker script and memory settings"}.get(
+            e.reason, "the image is damaged, or not a finished build: build it again")
+        raise ToolError("not a valid app image: %s" % e.message, hint)
     chip = CHIP_NAMES.get(chip_id)
     if chip is None:
         raise ToolError("image is for an unknown chip id %d" % chip_id, "build it for an ESP32-family chip")
@@ -150,15 +155,17 @@ def stage(percent=None, salt=None, halt=False):
 
 def build(image, version, signing_keys, out_dir, channel="stable", security_version=0, board="*",
           compress=False, wbits=12, bases=(), requires=None, expires=None, commit=None, min_saving=0.10,
-          manifest_name=None, slot_size=None, created=None, extra=None, percent=None, salt=None, halt=False,
-          replace=False, allow_older=False, layout=None):
+          manifest_name=None, slot_size=None, created=None, extra=None, rdelta=True, percent=None, salt=None,
+          halt=False, replace=False, allow_older=False, layout=None):
     """Write a signed release of `image` (bytes) into the repository `out_dir`. Returns a summary.
+    rdelta: also publish relocation-aware patches (ota.reloc) from `bases` where they are smaller.
 
     percent/salt/halt: start staged or halted. The manifest already published under the same name
     is the release devices see now: the same version again needs `replace` (and keeps its stage and
-    its artifacts that still fit the image), an older one `allow_older`."""
+    its artifacts that still fit the image), an older one `allow_older` (by the device's order,
+    ota.version)."""
     try:
-        new_key = device_manifest.parse_version(version)  # refuse a version the device would refuse
+        new_key = device_version.key(version)  # refuse a version the device would refuse
     except OTAError as e:
         raise ToolError(e.message, "versions are MAJOR.MINOR.PATCH[-PRE], e.g. 1.2.0 or 1.3.0-rc.1")
     chip = check_image(image)
@@ -169,12 +176,12 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
                         "too_large where it lands in a smaller one" % (len(image), ", ".join(map(str, too_small))))
     manifest_file = manifest_name or "%s.json" % channel
     before = published(os.path.join(out_dir, manifest_file))
-    kept = []
+    kept = kept_extra = []
     staged = stage(percent, salt, halt)
     if before is not None:
         old = before.get("version")
         try:
-            old_key = device_manifest.parse_version(old)
+            old_key = device_version.key(old)
         except (OTAError, TypeError, AttributeError):
             old_key = None
         if old_key == new_key and not replace:
@@ -190,8 +197,12 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
             if percent is None and not halt:
                 staged = {k: before[k] for k in ("rollout", "halted") if k in before}
             if before.get("image", {}).get("sha256") == sha256_hex(image):
-                kept = [a for a in before.get("artifacts", []) if a.get("encoding") != "raw" and
-                        os.path.exists(os.path.join(out_dir, a.get("url", "")))]
+                def still_there(listed):
+                    return [a for a in listed if isinstance(a, dict) and a.get("encoding") != "raw" and
+                            os.path.exists(os.path.join(out_dir, str(a.get("url", ""))))]
+
+                kept = still_there(before.get("artifacts", []))
+                kept_extra = still_there(before.get("extra_artifacts", []))
             elif before.get("artifacts"):
                 warnings.append("release %s had another image: its compressed and delta artifacts do not apply to "
                                 "this one and are dropped from the manifest (the files stay)" % version)
@@ -207,8 +218,10 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
         arts.append({"url": name, "size": len(z), "sha256": sha256_hex(z), "encoding": "zlib", "wbits": wbits})
         smallest_full = min(smallest_full, len(z))
     skipped = []
+    extra_arts = []
+    use_rdelta = rdelta
     for base in bases:
-        from . import delta
+        from . import delta, rdelta
 
         patch = delta.make_patch(base, image, wbits)
         if len(patch) > smallest_full * (1 - min_saving):
@@ -217,9 +230,18 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
         name = _write_artifact(out_dir, patch, "patch")
         arts.append({"url": name, "size": len(patch), "sha256": sha256_hex(patch), "encoding": "delta",
                      "wbits": wbits, "base_sha256": sha256_hex(base)})
-    for a in kept:  # what the same release published before (--replace), unless made again now
-        if not any(b["url"] == a["url"] for b in arts):
-            arts.append(a)
+        # The relocation-aware patch too, for devices that know it (listed apart: older devices
+        # refuse an unknown encoding in "artifacts"); only where it is smaller than today's.
+        if use_rdelta and rdelta.supported(base) and rdelta.supported(image):
+            rpatch = rdelta.make_patch(base, image, wbits)
+            if len(rpatch) < len(patch):
+                name = _write_artifact(out_dir, rpatch, "rpatch")
+                extra_arts.append({"url": name, "size": len(rpatch), "sha256": sha256_hex(rpatch),
+                                   "encoding": "rdelta", "wbits": wbits, "base_sha256": sha256_hex(base)})
+    for listed, old in ((arts, kept), (extra_arts, kept_extra)):  # what the same release published before
+        for a in old:  # (--replace), unless made again now
+            if not any(b["url"] == a["url"] for b in listed):
+                listed.append(a)
     doc = {
         "type": "firmware",
         "version": version,
@@ -234,12 +256,15 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
         "key_id": keys.key_id(signing_keys[0]),
         "build": {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created or time.time()))},
     }
+    if extra_arts:
+        doc["extra_artifacts"] = extra_arts
     if commit:
         doc["build"]["commit"] = commit
     desc = images.describe(image)
     if desc and desc.get("idf_ver"):
         doc["build"]["idf"] = desc["idf_ver"]
-    if desc and desc.get("version") and desc["version"] != version and _is_release_version(desc["version"]):
+    if desc and desc.get("version") and _is_release_version(desc["version"]) and \
+            _compare(desc["version"], version):
         # a board flashed with this image by cable takes its descriptor version for the installed
         # release (ota.update): a different one makes it refuse or reinstall the wrong releases
         warnings.append("the image's app descriptor says version %s, the release is %s: build the firmware "
@@ -256,10 +281,16 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
     blob = keys.sign(doc, signing_keys)
     write_atomic(os.path.join(out_dir, manifest_file), blob)
     return {"manifest": os.path.join(out_dir, manifest_file), "version": version, "chip": chip, "image_sha256": image_sha,
-            "artifacts": arts, "skipped_deltas": skipped, "manifest_bytes": len(blob), "warnings": warnings,
+            "artifacts": arts + extra_arts, "skipped_deltas": skipped, "manifest_bytes": len(blob), "warnings": warnings,
             "stage": {"percent": staged.get("rollout", {}).get("percent", 100), "salt": staged.get("rollout", {}).get("salt"),
                       "halted": staged.get("halted") is True},
             "replaced": before.get("version") if before is not None else None}
+
+
+def _compare(a, b):
+    # -1, 0, 1 by the device's SemVer precedence (ota.version)
+    ka, kb = device_version.key(a), device_version.key(b)
+    return (ka > kb) - (ka < kb)
 
 
 def _is_release_version(text):
@@ -330,4 +361,8 @@ def _decode(a, data, m, root):
         return None
     with open(base_path, "rb") as f:
         base = f.read()
+    if a.encoding == "rdelta":
+        from . import rdelta
+
+        return rdelta.apply_patch(base, data, a.wbits, m.image_size)
     return delta.apply_patch(base, data, a.wbits, m.image_size, max_raw_patch_len(m.image_size))

@@ -37,6 +37,9 @@ def add_arguments(p):
     p.add_argument("--wifi-password-env", metavar="VAR",
                    help="take the Wi-Fi password from this environment variable (default: ask on the terminal; "
                         "empty for an open network)")
+    p.add_argument("--board", metavar="NAME",
+                   help="the board id releases for this hardware name (ota-tool release --board), stored as the "
+                        "settings' \"board\": a device that does not know its board refuses board-specific releases")
     p.add_argument("--no-app", action="store_true", help="do not send boot.py and main.py")
     p.add_argument("--app-dir", metavar="DIR", help="where boot.py and main.py are (default: the project root)")
     p.add_argument("--resume", action="store_true",
@@ -69,16 +72,17 @@ def run(args):
     wifi = (args.wifi, wifi_password(args.wifi, args.wifi_password_env)) if args.wifi else None
     # Check every local file before touching the board.
     deploy.plan("py", None, args.config, args.keys, args.ca, not args.no_app, args.app_dir, board_config={},
-                wifi=wifi, server=args.server)
+                wifi=wifi, server=args.server, board=args.board)
     if args.mode == "mpy":
         deploy.mpy_cross_version()
     with mpdevice.Board(args.port, resume=args.resume, baud=args.baud, timeout=args.timeout) as board:
         name, version, mpy_word, machine, _ = board.implementation()
         if name != "micropython":
             raise ToolError("the board runs %s, not MicroPython" % name, "flash MicroPython first (ota-tool flash)")
-        current = remote.read_config(board) if (args.keys or args.ca or args.server) and not args.config else None
+        current = remote.read_config(board) if (args.keys or args.ca or args.server or args.board) and not args.config \
+            else None
         items, arch = deploy.plan(args.mode, mpy_word, args.config, args.keys, args.ca, not args.no_app,
-                                  args.app_dir, board_config=current, wifi=wifi, server=args.server)
+                                  args.app_dir, board_config=current, wifi=wifi, server=args.server, board=args.board)
         if not args.no_app and not any(i.what == "app" for i in items):
             print("note: no boot.py or main.py in %s: only the library and settings are sent"
                   % (args.app_dir or deploy.project_root()), file=out)

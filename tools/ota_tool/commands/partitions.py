@@ -13,6 +13,8 @@ def add_arguments(p):
     p.add_argument("-o", "--output", help="write the 0xC00-byte binary table here")
     p.add_argument("--flash-size", default="4MB", help="flash size to check against (default 4MB)")
     p.add_argument("--json", action="store_true", help="print the parsed table as JSON")
+    p.add_argument("--micropython", metavar="VERSION",
+                   help="the firmware's MicroPython release (e.g. 1.25): before 1.26 the table must have a vfs row")
 
 
 def flash_size(text):
@@ -31,7 +33,13 @@ def run(args):
     from ..files import os_error
     from ..flashing import load_table
 
+    from .. import partitions
+
     parts, binary = load_table(args.csv, flash_size(args.flash_size))
+    try:
+        partitions.check_filesystem(parts, args.micropython)
+    except partitions.PartitionTableError as e:
+        raise ToolError("%s: %s" % (args.csv, e), "add a vfs row, or flash MicroPython 1.26 or later")
     if args.output:
         try:
             with open(args.output, "wb") as f:
