@@ -104,9 +104,13 @@ try:
     import ota.agent
 
     agent = ota.agent.Agent(self_test=self_test, connect=connect, network_saved=network_saved)
-    print("ota: boot:", agent.boot())
+    verdict = agent.boot()
+    print("ota: boot:", verdict)
 except Exception as e:
     guard(e)
     raise
-probation.end()
+if verdict != "unconfirmed":
+    probation.end()  # judged: the watchdog's work is done
+# else: not judged (no clock for the server check), still on probation: the watchdog stays, and
+# its reset brings the next boot's judgement if nothing else does first
 run_app(agent)

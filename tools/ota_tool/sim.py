@@ -117,6 +117,7 @@ class Device:
         # at power-off) and, after a deep sleep, the app to wake (espsim.board).
         self.rtc_offset = None
         self.wake_from = None
+        self.watchdog_reset = False
         self.flash_timing = None  # an espsim.flashtiming.FlashTiming charged by every run, or None
 
     def arm_power_cut(self, at, mode=sim_flash.CUT_BEFORE):
@@ -130,11 +131,12 @@ class Device:
                                oplog=self.oplog, rtc_offset=self.rtc_offset, wake_from=self.wake_from,
                                timing=self.flash_timing)
 
-    def _carry(self, kind, rtc_offset, label):
+    def _carry(self, kind, rtc_offset, label, cause=None):
         # A reset keeps the RTC; a deep sleep keeps it and wakes `label`; anything else is power-off.
         kept = kind in (RESET, DEEP_SLEEP)
         self.rtc_offset = rtc_offset if kept else None
         self.wake_from = label if kind == DEEP_SLEEP else None
+        self.watchdog_reset = cause == BY_WATCHDOG  # the next boot's machine.reset_cause() is WDT_RESET
 
     def _finish(self, board):
         self.ops += board.flash.ops
@@ -144,6 +146,9 @@ class Device:
     def power_on(self):
         """Run the bootloader. Returns (board, outcome-if-it-failed); raises Brick if nothing boots."""
         board = self._board()
+        if self.watchdog_reset:
+            board.reset_cause = sim_machine.WDT_RESET  # modmachine.c: ESP_RST_TASK_WDT -> WDT_RESET
+            self.watchdog_reset = False
         try:
             part = board.boot()
         except PowerCut:
@@ -199,7 +204,7 @@ class Device:
             sim_chip.attach(None)
             self._finish(board)
             board.close()
-            self._carry(kind, board.rtc_offset, board.running.label)
+            self._carry(kind, board.rtc_offset, board.running.label, cause)
         return Outcome(kind, value, board.flash.ops, booted=board.running.label, boot_log=board.messages, cause=cause)
 
     def run_micropython(self, code, heap="64k", timeout=600, extra_path=(), local=False, _env=None):
@@ -271,7 +276,7 @@ class Device:
         else:
             kind = {0: RETURNED, 80: RESET, 81: POWER_CUT, 83: DEEP_SLEEP}.get(res.returncode, CRASHED)
             cause = BY_CODE if kind == RESET else None
-        self._carry(kind, board_clock.read_offset(rtc_file), running.label)
+        self._carry(kind, board_clock.read_offset(rtc_file), running.label, cause)
         return Outcome(kind, res.returncode, ops, res.stdout, res.stderr, booted=running.label,
                        boot_log=self.last_boot_log, cause=cause)
 

@@ -43,19 +43,23 @@ DEFAULT_HEAP = "192k"
 
 RESET_BY_CODE = signal.SIGUSR1  # machine.reset(): the process ends, the chip resets
 SOFT_RESET = signal.SIGUSR2  # sys.exit() out of boot.py/main.py: MicroPython restarts, the chip does not
+DEEP_SLEEP = signal.SIGVTALRM  # machine.deepsleep(): the chip wakes through the bootloader's wake path
 
-# Run by MicroPython at every start, before its REPL (-i): attach the simulated chip, make
-# machine.reset() end the process at once, then run boot.py and main.py as ports/esp32/main.c
+# Run by MicroPython at every start, before its REPL (-i): attach the simulated chip, load what a
+# board has in ROM or frozen (as simrun.main does: the simulator's footprint, not the device code's),
+# make machine.reset() and deepsleep() end the process at once, then run boot.py and main.py as ports/esp32/main.c
 # does (pyexec_file_if_exists): a missing file is skipped; an uncaught exception prints a
 # traceback and the board goes on to the REPL; SystemExit soft-resets; main.py runs only when
 # boot.py succeeded. KeyboardInterrupt (Ctrl-C) propagates: traceback, then the REPL.
 STARTUP = """\
 import simrun, simwdt, sys, os, machine
 simrun.attach()
+import esp32, network, ntptime, simnet
 def _end(sig):
     os.system('kill -%%d $PPID' %% sig)
 machine.reset = lambda: _end(%(hard)d)
 machine.soft_reset = lambda: _end(%(soft)d)
+machine.deepsleep = lambda ms=None: _end(%(sleep)d)
 def _run(name):
     try:
         f = open(name)
@@ -76,7 +80,7 @@ def _run(name):
 simwdt.hello()
 if _run('boot.py') and os.getenv('ESPSIM_RUN_MAIN') == '1':
     _run('main.py')
-""" % {"hard": RESET_BY_CODE, "soft": SOFT_RESET}
+""" % {"hard": RESET_BY_CODE, "soft": SOFT_RESET, "sleep": DEEP_SLEEP}
 
 
 def micropypath(fs_dir):
@@ -125,8 +129,10 @@ class SimPort:
         self.resets = []
         self.boot_log = []
         self.error = None
+        self._device = None  # the sim.Device: what survives a reset (the RTC, a deep sleep's wake)
         self._board = None
         self._chip = None
+        self._rtc = None  # (the RTC's lead over the host clock, the file the device process keeps it in)
         self._server = None
         self._watchdog = None
         self._tmp = None
@@ -139,26 +145,41 @@ class SimPort:
 
     # --- the board
 
-    def _power_on(self):
+    def _power_on(self, after=None, cause=None):
+        """The bootloader runs. after: how the last power cycle ended (sim.RESET, sim.DEEP_SLEEP;
+        None: a power-on), what the chip keeps through it (the RTC, the app to wake)."""
         from espsim import chip as sim_chip
         from espsim.bootloader import Brick
 
         from . import sim
 
+        if after is not None:
+            self._device._carry(after, self._rtc_now(), self._board.running.label, cause)
         self._power_off()
-        dev = sim.Device(self.flash)
         try:
-            board, early = dev.power_on()
+            board, early = self._device.power_on()
         except Brick as e:
             raise ToolError("the simulated board does not boot: %s" % e, "re-flash it (ota-tool flash --merge-only)")
         if early is not None:
             raise ToolError("the simulated board did not boot (%s)" % early.kind, "inspect it: ota-tool inspect FLASH")
         self._board = board
         self._chip = sim_chip.LocalChip(board)
+        self._rtc = (board.rtc_offset, None)
         self.boots.append(board.running.label)
-        self.boot_log = list(dev.last_boot_log)
+        self.boot_log = list(self._device.last_boot_log)
         if self._watchdog is not None:
             self._watchdog.power_off()
+
+    def _rtc_now(self):
+        # The RTC's lead as the last device process left it (it may have set the clock by NTP).
+        from espsim import clock as board_clock
+
+        offset, path = self._rtc
+        if path is not None:
+            got = board_clock.read_offset(path)
+            offset = offset if got is None else got
+            self._rtc = (offset, None)
+        return offset
 
     def _power_off(self):
         if self._board is not None:
@@ -178,10 +199,18 @@ class SimPort:
         # Ctrl-C -> SIGINT while code runs (the REPL reads it raw); no flush of queued bytes on it
         attrs[3] |= termios.ISIG | termios.NOFLSH
         termios.tcsetattr(mp_slave, termios.TCSANOW, attrs)
+        from espsim import clock as board_clock
+
         self._server = sim._ChipServer(chip=self._chip)
+        try:
+            clock_env, rtc_file = board_clock.environment(self._rtc_now())  # the board's RTC: 2000 at power-on
+        except RuntimeError as e:
+            raise ToolError(str(e), "apt-get install faketime")
+        self._rtc = (self._rtc[0], rtc_file)
         env = dict(os.environ)
         env.pop("ESPSIM_CUT_AT", None)
         env.pop("ESPSIM_FLASH", None)
+        env.update(clock_env)
         env.update({"MICROPYPATH": micropypath(self.fs_dir), "ESPSIM_RPC": str(self._server.port),
                     "ESPSIM_WDT": self._watchdog.path, "ESPSIM_RUN_MAIN": "1" if run_main else "0"})
         if self.wifi:
@@ -216,6 +245,7 @@ class SimPort:
             raise ToolError(err.message, "--fs takes a folder that plays the board's filesystem")
         self._tmp = tempfile.mkdtemp(prefix="ota-simport-")
         self._watchdog = sim.Watchdog(self._tmp)
+        self._device = sim.Device(self.flash)
         self._power_on()
         self._client, self._keep = pty.openpty()
         tty.setraw(self._keep)
@@ -250,27 +280,43 @@ class SimPort:
         os.close(self._mp)
         self._mp = None
         self._server.close()
+        from . import sim
+
         if by_watchdog:
-            return self._reboot("task watchdog (machine.WDT not fed for %d ms)" % self._watchdog.timeout_ms)
+            return self._reboot("task watchdog (machine.WDT not fed for %d ms)" % self._watchdog.timeout_ms,
+                                sim.RESET, sim.BY_WATCHDOG)
         if rc == -RESET_BY_CODE:
             return self._reboot("machine.reset()")
+        if rc == -DEEP_SLEEP:
+            return self._reboot("deep sleep, woken (the bootloader's wake path)", sim.DEEP_SLEEP)
         if rc == -signal.SIGINT:
             # Ctrl-C in the instant before MicroPython took the keyboard: on a board it would
             # just be a KeyboardInterrupt; start the interpreter again, to its REPL.
+            self._finalise()
             self._spawn(run_main=False)
             return True, raw_mode
         if rc >= 0 or rc == -SOFT_RESET:  # Ctrl-D at a REPL, sys.exit(): a soft reset
+            self._finalise()
             self._say("MPY: soft reboot\n")
             self._spawn(run_main=not raw_mode)
             return True, raw_mode
         # MicroPython died of a signal: a panic on a chip, which reboots
         return self._reboot("MicroPython ended by signal %d (a panic: the chip reboots)" % -rc)
 
-    def _reboot(self, why):
+    def _finalise(self):
+        # A soft reset's gc_sweep_all() runs the finalisers (ports/esp32/main.c soft_reset_exit):
+        # sockets and TLS sessions give their ESP-IDF heap back; NVS handles have no finaliser and
+        # stay charged until the chip resets (espsim.idfheap).
+        heap = self._board.idf_heap
+        heap.release([h for h, block in list(heap.blocks.items()) if block[3] in ("socket", "tls_session", "peak")])
+
+    def _reboot(self, why, after=None, cause=None):
+        from . import sim
+
         self.resets.append(why)
         self._say("\nespsim: reset: %s\n" % why)
         try:
-            self._power_on()
+            self._power_on(after or sim.RESET, cause)
         except ToolError as e:
             self.error = e.message
             self._say("espsim: %s\n" % e.message)
@@ -362,6 +408,8 @@ class SimPort:
         if self._server is not None:
             self._server.close()
         self._power_off()
+        if self._rtc is not None:
+            self._rtc_now()  # (removes the last device process's clock file)
         for fd in (self._mp, self._client, self._keep):
             if fd is not None:
                 try:
