@@ -173,13 +173,13 @@ class Board:
                 " f.close()\n result[p] = binascii.hexlify(h.digest()).decode()" % (list(paths),))
         return self.call(code, timeout=120)
 
-    def read_output(self, until, timeout, stream=None):
+    def read_output(self, until, timeout, on_line=None, start=b""):
         """Read what the board prints (outside any command: e.g. while it reboots) until a line
         starting with one of `until` (bytes) is complete, or `timeout` seconds pass. Returns that
-        line (bytes) or None."""
+        line (bytes) or None. on_line(text): every line before it. start: what was read already."""
         import time
 
-        seen = bytearray()
+        seen = bytearray(start)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             try:
@@ -188,8 +188,6 @@ class Board:
                 return None
             if not data:
                 continue
-            if stream is not None:
-                stream(data)
             seen.extend(data)
             while b"\n" in seen:
                 i = seen.index(b"\n")
@@ -197,6 +195,8 @@ class Board:
                 del seen[:i + 1]
                 if line.startswith(tuple(until)):
                     return line
+                if on_line is not None and line.strip():
+                    on_line(line.decode(errors="replace"))
         return None
 
 

@@ -112,6 +112,7 @@ class UpdateRun:
         self.events = []  # [event, fields] in order
         self.result = None
         self.reset = False
+        self.unread = b""  # the start of the line that showed the reset
 
     def last(self, *names):
         for ev, fields in reversed(self.events):
@@ -146,6 +147,7 @@ def update_now(board, on_line, on_progress, network_check=True, run=None):
         board.exec(code, stream=consume)
     except _BoardReset:
         run.reset = True
+        run.unread, held[:] = bytes(held), b""
     except ToolError as e:
         if "stopped answering" not in e.message:
             raise
@@ -177,9 +179,11 @@ def _take(run, line, on_line, on_progress):
         on_line(line)
 
 
-def follow_reboot(board, wait, on_line):
-    """After a reset: wait (at most `wait` s) for main.py's "ota: boot:" line. Returns it or None."""
-    line = board.read_output([b"ota: boot:"], wait, stream=None)
+def follow_reboot(board, run, wait, on_line):
+    """After the reset of `run` (an UpdateRun): wait (at most `wait` s) for main.py's "ota: boot:"
+    line, passing the lines before it (the bootloader, the self-test, a rollback) to on_line.
+    Returns it or None."""
+    line = board.read_output([b"ota: boot:"], wait, on_line, start=run.unread)
     return None if line is None else line.decode(errors="replace")
 
 

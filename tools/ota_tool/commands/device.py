@@ -218,7 +218,11 @@ def _installed(board, args, run, fields, summary, out):
         if args.json:
             print(json.dumps(summary))
         return 0
-    line = remote.follow_reboot(board, args.wait, None)
+    def on_line(text):
+        out.write("board: %s\n" % text)
+        out.flush()
+
+    line = remote.follow_reboot(board, run, args.wait, on_line)
     if line is None:
         summary["followed"] = False
         if args.json:
