@@ -156,13 +156,14 @@ def stage(percent=None, salt=None, halt=False):
 def build(image, version, signing_keys, out_dir, channel="stable", security_version=0, board="*",
           compress=False, wbits=12, bases=(), requires=None, expires=None, commit=None, min_saving=0.10,
           manifest_name=None, slot_size=None, created=None, extra=None, rdelta=True, percent=None, salt=None,
-          halt=False, replace=False, allow_older=False, layout=None):
+          halt=False, replace=None, allow_older=None, layout=None):
     """Write a signed release of `image` (bytes) into the repository `out_dir`. Returns a summary.
     rdelta: also publish relocation-aware patches (ota.reloc) from `bases` where they are smaller.
 
-    percent/salt/halt: start staged or halted. The manifest already published under the same name
-    is the release devices see now: the same version again needs `replace` (and keeps its stage and
-    its artifacts that still fit the image), an older one `allow_older` (by the device's order,
+    percent/salt/halt: start staged or halted. replace/allow_older (what `ota-tool release` asks;
+    None, the default, checks nothing): the manifest already published under the same name is the
+    release devices see now, so the same version again needs `replace` (and keeps its stage and its
+    artifacts that still fit the image), an older one `allow_older` (by the device's order,
     ota.version)."""
     try:
         new_key = device_version.key(version)  # refuse a version the device would refuse
@@ -175,7 +176,8 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
         warnings.append("the image (%d bytes) does not fit every OTA slot of the layout (%s): devices refuse it as "
                         "too_large where it lands in a smaller one" % (len(image), ", ".join(map(str, too_small))))
     manifest_file = manifest_name or "%s.json" % channel
-    before = published(os.path.join(out_dir, manifest_file))
+    guarded = replace is not None or allow_older is not None
+    before = published(os.path.join(out_dir, manifest_file)) if guarded else None
     kept = kept_extra = []
     staged = stage(percent, salt, halt)
     if before is not None:

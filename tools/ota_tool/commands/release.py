@@ -36,8 +36,9 @@ def add_arguments(p):
                         "still fit the image are kept)")
     p.add_argument("--allow-older", action="store_true",
                    help="publish a version older than the one published (devices install it only with allow_downgrade)")
-    p.add_argument("--partitions", metavar="CSV",
-                   help="the devices' partition table: the image must fit its OTA slots (default: partitions.csv)")
+    p.add_argument("--partitions", metavar="CSV|BIN",
+                   help="the devices' partition table, CSV or binary: the image must fit its OTA slots "
+                        "(default: partitions.csv)")
     p.add_argument("--requires-micropython", metavar="X.Y.Z", help="devices must run at least this MicroPython version")
     p.add_argument("--requires-idf", metavar="X.Y.Z", help="devices must run at least this ESP-IDF version")
     p.add_argument("--expires-days", type=float, help="manifest expiry (judged only by devices with a trusted clock)")
