@@ -278,6 +278,7 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
     if extra:
         doc.update(extra)
     doc.update(staged)
+    warnings += _replaces_newer(os.path.join(out_dir, manifest_file), version)
     if before is not None and before.get("version") == version and isinstance(before.get("created"), int):
         doc["created"] = max(doc["created"], before["created"] + 1)  # newer, or devices call it a replay
     blob = keys.sign(doc, signing_keys)
@@ -293,6 +294,23 @@ def _compare(a, b):
     # -1, 0, 1 by the device's SemVer precedence (ota.version)
     ka, kb = device_version.key(a), device_version.key(b)
     return (ka > kb) - (ka < kb)
+
+
+def _replaces_newer(path, version):
+    # The manifest this one replaces: a device that installed its version takes this one as a
+    # downgrade (or as installed already), by the device's own order (ota.version).
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(device_manifest.split(f.read(device_manifest.MAX_DOCUMENT + 1024))[1])
+        before = doc["version"]
+        newer = _compare(before, version) >= 0
+    except (OSError, ValueError, KeyError, TypeError, OTAError):
+        return []  # no manifest there (or not one of ours): nothing is replaced
+    if not newer:
+        return []
+    return ["%s replaces release %s, which is not older: devices that installed %s refuse %s (%s)" % (
+        os.path.basename(path), before, before, version,
+        "downgrade" if _compare(before, version) > 0 else "up_to_date")]
 
 
 def _is_release_version(text):
