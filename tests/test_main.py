@@ -109,7 +109,10 @@ def on_probation(pending, tmp_path, files):
 
 
 def test_a_crash_before_agent_boot_resets_into_the_rollback(pending, tmp_path):
-    dev = on_probation(pending, tmp_path, {"ota.json": json.dumps({"interval": "hourly"})})  # Agent() raises
+    # a line of the user's in main.py before the agent (a driver that does not load) raises
+    user_main = MAIN.replace("    agent = ota.agent.Agent(", "    open('sensor-calibration.json')\n    agent = ota.agent.Agent(")
+    assert user_main != MAIN
+    dev = on_probation(pending, tmp_path, {"main.py": user_main})
     out = dev.run_micropython(BOARD, HEAP)
     assert out.kind == sim.RESET and out.cause == sim.BY_CODE and out.booted == "ota_1", out
     assert "before the image confirmed itself: resetting" in out.stdout

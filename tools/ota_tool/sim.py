@@ -200,6 +200,9 @@ class Device:
             kind, value, cause = RESET, repr(e), BY_WATCHDOG
         finally:
             simwdt.power_off()
+            net = sys.modules.get("network")
+            if net is not None and hasattr(net, "_ram"):
+                net._ram.update(ssid=None, key=None)  # the Wi-Fi driver's RAM is gone with the power
             devfs.power_off()
             sim_chip.attach(None)
             self._finish(board)

@@ -5,20 +5,25 @@ from espsim import chip as _chip
 
 STA_IF = 0
 AP_IF = 1
-_ram = {}
+_ram = {"ssid": None, "key": None}  # what connect() joined this boot (the driver keeps it in RAM)
 
 
-def _in_reach(ssid, key):
+def _access_point():
     # ESPSIM_WIFI, {"ssid": ..., "password": ...} in JSON, is the one access point in reach (ota-tool
-    # sim-port --wifi); without it every network answers.
+    # sim-port --wifi); without it every network answers. Read once, at import: connect() must not
+    # allocate in the device's heap (the simulator is C on a chip).
     import json
     import os
 
     ap = os.getenv("ESPSIM_WIFI")
-    if not ap:
-        return True
-    ap = json.loads(ap)
-    return ssid == ap["ssid"] and (key or "") == ap["password"]
+    return None if not ap else tuple(json.loads(ap)[k] for k in ("ssid", "password"))
+
+
+_AP = _access_point()
+
+
+def _in_reach(ssid, key):
+    return _AP is None or (ssid == _AP[0] and (key or "") == _AP[1])
 
 
 class WLAN:
