@@ -8,16 +8,25 @@
 # always sent (SNI) and checked against the certificate. Certificate dates are checked against the
 # clock: set it (NTP) before the first download.
 #
-# One request per connection (Connection: close) keeps the memory flat: one TLS session, one small
-# line buffer for the response head and chunk sizes; body bytes go straight into the caller's
-# buffer. Every length read from the network is bounded. All failures are OTAError.
+# One connection at a time, kept open between requests to the same host (HTTP/1.1 keep-alive): a
+# TLS handshake is the most expensive step of a check on an ESP32, and manifest, key list, artifact
+# and reports usually come from one host. A connection is kept only after a response that was read
+# to its framed end (Content-Length or chunked) with no byte to spare, from a server that did not
+# say "Connection: close"; never after an error or an unfinished body. Before a kept connection is
+# used it must be quiet (a server closing it sends a FIN or an alert first) and not idle longer
+# than idle_timeout; when the server closed it anyway before answering a byte, the request goes
+# once more over a new connection. fetcher.close() drops it (a socket and the TLS session buffers).
+#
+# Memory stays flat: one small line buffer (passed from one response to the next) for the response
+# head and chunk sizes; body bytes go straight into the caller's buffer. Every length read from the
+# network is bounded. All failures are OTAError.
 #
 # Timeouts, in ms: connect_timeout for each socket operation of connect + TLS handshake + request;
 # read_timeout when the server sends nothing at all; stall_timeout when bytes arrive but no progress
 # is made: the response head must be complete, and each body.readinto() must deliver a byte, within
 # it (a server dripping a header or a TLS record byte by byte ends as "stalled").
 from .compat import const, ticks_ms, ticks_diff
-from .compat.net import tls_context, net_open, tls_start, net_write, net_readinto, net_close, is_timeout, tls_rejected
+from .compat.net import tls_context, net_open, tls_start, net_send, net_readinto, net_close, net_quiet, is_timeout, tls_rejected
 from .errors import OTAError
 
 _HEAD = const(0)
@@ -29,6 +38,7 @@ _MAX_INTERIM = const(4)  # 1xx responses skipped before the real one
 _MAX_LENGTH_DIGITS = const(12)
 _MAX_CHUNK_DIGITS = const(8)
 _MAX_ETAG = const(200)
+_DRAIN = const(1024)  # an unread body up to this long (an error page, a redirect) is read out to keep the connection
 
 
 def _bad(where, what):
@@ -37,8 +47,8 @@ def _bad(where, what):
 
 def parse_url(url):
     """-> (scheme, host, port, target, authority) of http(s)://host[:port][/path][?query]."""
-    for c in url:
-        if c <= " " or c > "~":
+    for c in url.encode():  # bytes: iterating the str would intern a one-character str per character
+        if c <= 32 or c > 126:
             raise OTAError("bad_url", "URL contains a space, control or non-ASCII character: %r" % url)
     i = url.find("://")
     scheme = url[:i].lower() if i > 0 else ""
@@ -46,7 +56,7 @@ def parse_url(url):
         raise OTAError("bad_url", "only https:// (or http:// when allowed) URLs: %r" % url)
     rest = url[i + 3:]
     j = len(rest)
-    for sep in "/?#":
+    for sep in ("/", "?", "#"):
         k = rest.find(sep)
         if 0 <= k < j:
             j = k
@@ -109,12 +119,17 @@ def _uint(buf, a, b, max_digits):
     return v
 
 
-def _ascii(v):
-    # Printable ASCII as str, else None (decode() of arbitrary bytes may raise on MicroPython).
+def _printable(v):
+    # True when every byte of v (bytes, or a str's encoding) is printable ASCII.
     for c in v:
         if c < 32 or c > 126:
-            return None
-    return v.decode()
+            return False
+    return True
+
+
+def _ascii(v):
+    # Printable ASCII as str, else None (decode() of arbitrary bytes may raise on MicroPython).
+    return v.decode() if _printable(v) else None
 
 
 def _content_range(v):
@@ -141,20 +156,20 @@ def _content_range(v):
 class HttpBody:
     """One response. After open(): status, offset, total, etag; readinto()/close() for the body."""
 
-    def __init__(self, fetcher, conn, where):
+    def __init__(self, fetcher, conn, where, key):
+        self._f = fetcher
         self._conn = conn
         self._where = where
-        self._rb = bytearray(fetcher.max_line + 2)  # a line, its CRLF
+        self._key = key  # which server the connection goes to (fetcher._keep)
+        self._rb = fetcher._line_buffer()  # a line, its CRLF
         self._rmv = memoryview(self._rb)
         self._rpos = 0
         self._rend = 0
         self._la = 0  # the last line read: self._rb[_la:_lb]
         self._lb = 0
-        self._read_to = fetcher.read_timeout
-        self._stall = fetcher.stall_timeout
-        self._max_headers = fetcher.max_headers
-        self._max_head_bytes = fetcher.max_header_bytes
         self._state = _HEAD
+        self._heard = False  # a byte of the response arrived
+        self._keep = False  # the connection may carry the next request once this body is read
         self.status = 0
         self.offset = 0
         self.total = None
@@ -174,23 +189,25 @@ class HttpBody:
         if allowed is not None and self.length is not None and self.length > allowed:
             raise OTAError("too_long", "%s sends %d bytes, more than the %d allowed" % (url, self.length, allowed))
         self._allowed = allowed
-        self._left = 0 if self.chunked else self.length
-        if not self.chunked and not self._left:
-            self._state = _DONE
+        if not self.chunked:
+            self._left = self.length
+            if not self._left:
+                self._state = _DONE
 
     # --- reading from the connection
 
     def _recv(self, buf, nbytes, since):
         # n > 0 bytes into buf[0:n], or 0 at the end of the stream; OTAError on a timeout.
+        f = self._f
         quiet = ticks_ms()
         while True:
             now = ticks_ms()
-            left = self._stall - ticks_diff(now, since)
+            left = f.stall_timeout - ticks_diff(now, since)
             if left <= 0:
-                raise OTAError("stalled", "%s made no progress for %d ms" % (self._where, self._stall))
-            wait = self._read_to - ticks_diff(now, quiet)
+                raise OTAError("stalled", "%s made no progress for %d ms" % (self._where, f.stall_timeout))
+            wait = f.read_timeout - ticks_diff(now, quiet)
             if wait <= 0:
-                raise OTAError("timeout", "%s sent nothing for %d ms" % (self._where, self._read_to))
+                raise OTAError("timeout", "%s sent nothing for %d ms" % (self._where, f.read_timeout))
             try:
                 n = net_readinto(self._conn, buf, nbytes, wait if wait < left else left)
             except MemoryError:
@@ -199,6 +216,8 @@ class HttpBody:
                 raise _net_error(e, self._where)
             if n is None:
                 continue
+            if n:
+                self._heard = True
             if n < 0:  # bytes arrived, not yet a whole TLS record
                 quiet = ticks_ms()
                 continue
@@ -249,23 +268,25 @@ class HttpBody:
         status = _uint(line, 9, 12, 3) if ok else -1
         if status < 100 or (n > 12 and line[12] != 32):
             raise _bad(self._where, "not an HTTP/1.x status line: %r" % line[:40])
+        self._keep = line[7] == 49  # HTTP/1.1 connections persist unless the server says otherwise
         return status
 
     def _headers(self, since, budget, store):
         # Header lines up to the empty line; `store` keeps the ones we use. Returns what is left of
         # the byte budget.
         count = 0
+        f = self._f
         while True:
             budget -= self._line(since)
             if budget < 0:
-                raise _bad(self._where, "response head longer than %d bytes" % self._max_head_bytes)
+                raise _bad(self._where, "response head longer than %d bytes" % f.max_header_bytes)
             a = self._la
             b = self._lb
             if a == b:
                 return budget
             count += 1
-            if count > self._max_headers:
-                raise _bad(self._where, "more than %d header lines" % self._max_headers)
+            if count > f.max_headers:
+                raise _bad(self._where, "more than %d header lines" % f.max_headers)
             rb = self._rb
             colon = rb.find(b":", a, b)
             if colon <= a or rb[a] in (32, 9) or rb[colon - 1] in (32, 9):
@@ -299,9 +320,12 @@ class HttpBody:
         elif name == b"retry-after":
             n = _uint(value, 0, len(value), 9)
             self.retry_after = n if n >= 0 else None
+        elif name == b"connection":
+            if b"close" in value.lower():
+                self._keep = False
 
     def _read_head(self, since):
-        budget = self._max_head_bytes
+        budget = self._f.max_header_bytes
         for _ in range(_MAX_INTERIM + 1):
             status = self._status_line(since)
             budget -= self._lb - self._la + 2
@@ -316,7 +340,12 @@ class HttpBody:
             self.length = None  # RFC 9112: Transfer-Encoding overrides Content-Length
         elif self.length is None and status in (204, 205, 304):
             self.length = 0
+        elif self.length is None:
+            self._keep = False  # a body that ends when the connection does
         self._state = _BODY
+        self._left = 0 if self.length is None else self.length
+        if self.length == 0:
+            self._state = _DONE
 
     # --- the body
 
@@ -328,9 +357,10 @@ class HttpBody:
         try:
             return self._readinto(buf)
         except MemoryError:
+            self._abort()
             raise
         except Exception as e:
-            self.close()
+            self._abort()
             raise _net_error(e, self._where)
 
     def _readinto(self, buf):
@@ -397,7 +427,7 @@ class HttpBody:
         if not digits or digits > _MAX_CHUNK_DIGITS or (i < b and rb[i] != 59):
             raise _bad(self._where, "bad chunk size line %r" % bytes(self._rmv[self._la:min(b, self._la + 40)]))
         if not size:
-            self._headers(since, self._max_head_bytes, False)  # trailers: bounded, ignored
+            self._headers(since, self._f.max_header_bytes, False)  # trailers: bounded, ignored
             self._state = _DONE
             return
         if self._allowed is not None and size > self._allowed:
@@ -405,11 +435,47 @@ class HttpBody:
         self._left = size
         self._crlf = True
 
+    def _drain(self):
+        # Read out a short unread body (Content-Length, at most _DRAIN bytes: an error page, a
+        # redirect) so that the connection may carry the next request. Any failure: not kept.
+        if self.chunked or self._left > _DRAIN:
+            return
+        try:
+            since = ticks_ms()
+            while self._left:
+                k = self._rend - self._rpos
+                if not k:
+                    self._rpos = self._rend = 0
+                    k = self._recv(self._rb, len(self._rb), since)
+                    if not k:
+                        return
+                    self._rend = k
+                if k > self._left:
+                    return  # more than the body: a server out of step
+                self._rpos += k
+                self._left -= k
+            self._state = _DONE
+        except Exception:
+            pass
+
+    def _abort(self):
+        # After an error: the connection is never used again.
+        self._keep = False
+        self.close()
+
     def close(self):
-        if self._state != _CLOSED:
-            self._state = _CLOSED
+        """Done with this response: its connection is kept for the next request when the body was
+        read to its end (a short unread one is read out first), else closed."""
+        if self._state == _CLOSED:
+            return
+        if self._state == _BODY and self._keep:
+            self._drain()
+        keep = self._state == _DONE and self._keep and self._rpos == self._rend
+        self._state = _CLOSED
+        self._f._done(self._rb, self._conn if keep else None, self._key)
+        if not keep:
             net_close(self._conn)
-            self._rb = self._rmv = None
+        self._rb = self._rmv = self._conn = None
 
     def __enter__(self):
         return self
@@ -435,11 +501,14 @@ def _http_error(url, body):
 class HttpFetcher:
     """Fetcher over HTTPS (see fetch.py). `ca`: DER CA certificate, or the server's own self-signed
     certificate to pin it. `cert`/`key`: DER client certificate and PKCS#8 key for mutual TLS.
-    Plain http:// is refused unless allow_http=True, and then warned about on every use."""
+    Plain http:// is refused unless allow_http=True, and then warned about on every use.
+    keep_alive: keep one connection open between requests to the same host (see above), at most
+    idle_timeout ms; close() closes it (do when done for a while: it holds a socket and TLS buffers)."""
 
     def __init__(self, ca=None, cert=None, key=None, allow_http=False,
                  connect_timeout=15000, read_timeout=10000, stall_timeout=30000,
-                 max_redirects=3, max_line=1024, max_headers=32, max_header_bytes=8192):
+                 max_redirects=3, max_line=1024, max_headers=32, max_header_bytes=8192,
+                 keep_alive=True, idle_timeout=20000):
         self.ca = ca
         self.cert = cert
         self.key = key
@@ -451,9 +520,47 @@ class HttpFetcher:
         self.max_line = max_line
         self.max_headers = max_headers
         self.max_header_bytes = max_header_bytes
+        self.keep_alive = keep_alive
+        self.idle_timeout = idle_timeout
         self._ctx = None
         self._known_url = None  # total and ETag last seen for one URL: a resume must match them
         self._known_total = None
+        self._kept = None  # (connection, key, ticks when kept): the connection kept open
+        self._spare = None  # the line buffer of the last closed response, for the next one
+
+    def close(self):
+        """Close the connection kept open, if any (open() makes a new one when needed)."""
+        kept = self._kept
+        self._kept = None
+        if kept is not None:
+            net_close(kept[0])
+
+    def _line_buffer(self):
+        rb = self._spare
+        self._spare = None
+        return rb if rb is not None and len(rb) == self.max_line + 2 else bytearray(self.max_line + 2)
+
+    def _done(self, rb, conn, key):
+        # A response is closed: its line buffer serves the next one; its connection, when it may
+        # carry another request, is kept (one at most).
+        self._spare = rb
+        if conn is not None:
+            self.close()
+            if self.keep_alive:
+                self._kept = (conn, key, ticks_ms())
+            else:
+                net_close(conn)
+
+    def _take(self, key):
+        # The kept connection to `key` when it is still fit for a request, else None (and closed).
+        kept = self._kept
+        if kept is None:
+            return None
+        self._kept = None
+        if kept[1] == key and ticks_diff(ticks_ms(), kept[2]) < self.idle_timeout and net_quiet(kept[0]):
+            return kept[0]
+        net_close(kept[0])
+        return None
 
     def _context(self):
         if self._ctx is None:
@@ -468,8 +575,32 @@ class HttpFetcher:
                 raise OTAError("bad_ca", "cannot load the CA or client certificate: %s" % e)
         return self._ctx
 
+    def _connect(self, host, port, where, ctx):
+        try:
+            conn = net_open(host, port, self.connect_timeout)
+        except MemoryError:
+            raise
+        except Exception as e:
+            if is_timeout(e):
+                raise OTAError("timeout", "cannot connect to %s in %d ms" % (where, self.connect_timeout))
+            raise OTAError("connect", "cannot connect to %s: %s" % (where, e))
+        if ctx is not None:
+            try:
+                tls_start(conn, ctx, host)
+            except BaseException as e:
+                net_close(conn)
+                if isinstance(e, MemoryError) or not isinstance(e, Exception):
+                    raise
+                if tls_rejected(e):
+                    raise OTAError("tls_verify", "certificate of %s rejected: %s" % (where, str(e).strip()))
+                if is_timeout(e):
+                    raise OTAError("timeout", "TLS handshake with %s timed out" % where)
+                raise OTAError("tls", "TLS handshake with %s failed: %s %s" % (where, type(e).__name__, e))
+        return conn
+
     def _exchange(self, method, url, headers, data):
-        # Connect, send one request, read the response head. Returns the HttpBody.
+        # Send one request (over the kept connection when it goes to the same server), read the
+        # response head. Returns the HttpBody.
         scheme, host, port, target, authority = parse_url(url)
         where = "%s:%d" % (host, port)
         if scheme == "http":
@@ -479,40 +610,30 @@ class HttpFetcher:
             ctx = None
         else:
             ctx = self._context()
-        try:
-            conn = net_open(host, port, self.connect_timeout)
-        except MemoryError:
-            raise
-        except Exception as e:
-            if is_timeout(e):
-                raise OTAError("timeout", "cannot connect to %s in %d ms" % (where, self.connect_timeout))
-            raise OTAError("connect", "cannot connect to %s: %s" % (where, e))
-        body = HttpBody(self, conn, where)
-        try:
-            if ctx is not None:
-                try:
-                    tls_start(conn, ctx, host)
-                except MemoryError:
-                    raise
-                except Exception as e:
-                    if tls_rejected(e):
-                        raise OTAError("tls_verify", "certificate of %s rejected: %s" % (where, str(e).strip()))
-                    if is_timeout(e):
-                        raise OTAError("timeout", "TLS handshake with %s timed out" % where)
-                    raise OTAError("tls", "TLS handshake with %s failed: %s %s" % (where, type(e).__name__, e))
-            req = "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ota\r\nAccept-Encoding: identity\r\n" \
-                  "Connection: close\r\n%s\r\n" % (method, target, authority, headers)
-            net_write(conn, req.encode(), self.connect_timeout)
-            if data:
-                net_write(conn, data, self.connect_timeout)
-            body._read_head(ticks_ms())
-        except MemoryError:
-            body.close()
-            raise
-        except Exception as e:
-            body.close()
-            raise _net_error(e, where)
-        return body
+        key = scheme + "://" + where
+        req = ("%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ota\r\nAccept-Encoding: identity\r\n%s%s\r\n"
+               % (method, target, authority, "" if self.keep_alive else "Connection: close\r\n", headers)).encode()
+        conn = self._take(key)
+        while True:
+            reused = conn is not None
+            if not reused:
+                conn = self._connect(host, port, where, ctx)
+            body = HttpBody(self, conn, where, key)
+            try:
+                net_send(conn, req, self.connect_timeout)
+                if data:
+                    net_send(conn, data, self.connect_timeout)
+                body._read_head(ticks_ms())
+                return body
+            except MemoryError:
+                body._abort()
+                raise
+            except Exception as e:
+                body._abort()
+                e = _net_error(e, where)
+                if not reused or body._heard or e.reason not in ("truncated", "network"):
+                    raise e
+                conn = None  # the server closed the kept connection before answering: once more, anew
 
     def open(self, url, offset=0, max_length=None, etag=None):
         if offset < 0 or (max_length is not None and offset > max_length):
@@ -521,9 +642,8 @@ class HttpFetcher:
         if offset:
             headers = "Range: bytes=%d-\r\n" % offset
             if etag is not None:
-                for c in etag:
-                    if c < " " or c > "~":
-                        raise OTAError("bad_call", "ETag with a control character")
+                if not _printable(etag.encode()):
+                    raise OTAError("bad_call", "ETag with a control character")
                 if len(etag) <= _MAX_ETAG and etag.startswith('"'):  # If-Range takes strong ETags only
                     headers += "If-Range: %s\r\n" % etag
         target = url
@@ -541,7 +661,11 @@ class HttpFetcher:
                 continue
             try:
                 self._accept(body, url, offset, max_length, etag)
-            except BaseException:
+            except BaseException as e:
+                # An HTTP error status leaves the connection fit for the next request (its short
+                # body is read out); a response that broke the protocol does not.
+                if not isinstance(e, OTAError) or not (e.reason.startswith("http_") or e.reason == "range_not_satisfiable"):
+                    body._keep = False
                 body.close()
                 raise
             return body

@@ -1,7 +1,7 @@
-# Sockets and TLS (used by ota/http.py).
+# Sockets and TLS (used by ota/http.py and ota/push.py).
 from . import MICROPYTHON, const
 
-# http.py reaches the network only through the functions below. What differs:
+# http.py and push.py reach the network only through the functions below. What differs:
 # - MicroPython's TLS socket is a stream (read/readinto/write). A blocking readinto() fills the
 #   whole buffer before it returns, so reads run non-blocking behind select.poll to return what
 #   arrived and to time out; CPython's SSLSocket.recv_into returns what one record holds and
@@ -9,6 +9,9 @@ from . import MICROPYTHON, const
 # - CPython loads a client certificate only from files, MicroPython from DER bytes.
 # - getaddrinfo gives a bytearray sockaddr on the unix port and a tuple elsewhere: it is only ever
 #   handed back to connect().
+# - After the first net_readinto a MicroPython socket is non-blocking, so a later write (the next
+#   request on a kept HTTP connection, an MQTT packet) may take part of the data or none: net_send
+#   waits for room with poll. CPython's socket keeps its timeout: sendall.
 # A connection is a list [socket, poller, raw_socket] so the poller is made once per connection.
 import socket as _socket
 
@@ -30,16 +33,29 @@ if MICROPYTHON:
     def _client_cert(ctx, cert, key):
         ctx.load_cert_chain(cert, key)
 
-    def net_write(conn, data, timeout_ms):
-        # Still blocking here (requests are written before the first read): write() sends it all.
-        conn[2].settimeout(timeout_ms / 1000)
+    def net_send(conn, data, timeout_ms):
+        s = conn[0]
         view = memoryview(data)
         done = 0
+        if conn[1] is None:  # never read from: still blocking, write() sends it all
+            conn[2].settimeout(timeout_ms / 1000)
+            while done < len(data):
+                n = s.write(view[done:])
+                if not n:
+                    raise OSError(_ETIMEDOUT)
+                done += n
+            return
+        waiter = None
         while done < len(data):
-            n = conn[0].write(view[done:])
-            if not n:
+            n = s.write(view[done:])
+            if n:
+                done += n
+                continue
+            if waiter is None:
+                waiter = _select.poll()
+                waiter.register(s, _select.POLLOUT)
+            if not waiter.poll(timeout_ms):
                 raise OSError(_ETIMEDOUT)
-            done += n
 
     def net_readinto(conn, buf, nbytes, timeout_ms):
         """Read at most nbytes into buf[0:]: n > 0 bytes, 0 at the end of the stream, None when
@@ -58,6 +74,16 @@ if MICROPYTHON:
             n = s.readinto(buf, nbytes)
             return -1 if n is None else n
         return None
+
+    def net_quiet(conn):
+        """True when nothing waits to be read on a connection kept between requests: a server that
+        closed it has sent a FIN or a TLS alert, which makes it readable (poll, no wait)."""
+        poller = conn[1]
+        if poller is None:
+            return True
+        for _ in poller.ipoll(0):
+            return False
+        return True
 
     def is_timeout(e):
         return isinstance(e, OSError) and e.args and e.args[0] in (_ETIMEDOUT, -_ETIMEDOUT)
@@ -96,7 +122,7 @@ else:
                 f.write(pem("PRIVATE KEY", key))  # PKCS#8 DER
             ctx.load_cert_chain(cpath, kpath)
 
-    def net_write(conn, data, timeout_ms):
+    def net_send(conn, data, timeout_ms):
         conn[0].settimeout(timeout_ms / 1000)
         conn[0].sendall(data)
 
@@ -109,6 +135,16 @@ else:
             return s.recv_into(buf, nbytes)
         except (_socket.timeout, _ssl.SSLWantReadError):  # pyright: ignore[reportAttributeAccessIssue] (CPython only)
             return None
+
+    def net_quiet(conn):
+        """True when nothing waits to be read on a connection kept between requests (see above)."""
+        import select
+
+        s = conn[0]  # (wrap_socket detached the raw socket: its fileno() is -1)
+        pending = getattr(s, "pending", None)  # bytes TLS has decrypted but not handed out
+        if pending is not None and pending():
+            return False
+        return not select.select([s], [], [], 0)[0]
 
     def is_timeout(e):
         return isinstance(e, TimeoutError)
@@ -155,31 +191,3 @@ def net_close(conn):
             s.close()
         except Exception:
             pass
-
-
-# --- added for ota.push: a long-lived connection written to after it has been read from (MQTT).
-# After net_readinto a MicroPython socket is non-blocking (see above), so a write may take only
-# part of the data or none: wait for room with poll. CPython's socket keeps its timeout: sendall.
-if MICROPYTHON:
-    def net_send(conn, data, timeout_ms):
-        if conn[1] is None:  # never read from: still blocking
-            net_write(conn, data, timeout_ms)
-            return
-        s = conn[0]
-        view = memoryview(data)
-        done = 0
-        waiter = None
-        while done < len(data):
-            n = s.write(view[done:])
-            if n:
-                done += n
-                continue
-            if waiter is None:
-                waiter = _select.poll()
-                waiter.register(s, _select.POLLOUT)
-            if not waiter.poll(timeout_ms):
-                raise OSError(_ETIMEDOUT)
-
-else:
-    def net_send(conn, data, timeout_ms):
-        net_write(conn, data, timeout_ms)
