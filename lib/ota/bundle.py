@@ -121,9 +121,9 @@ _TRANSIENT = ("source_error", "truncated", "timeout", "stalled", "network", "con
 def _name_ok(name, dots):
     if not 0 < len(name) <= MAX_NAME or name in (".", ".."):
         return False
-    for c in name:
-        if not ("a" <= c <= "z" or "0" <= c <= "9" or c == "_" or c == "-" or
-                (dots and ("A" <= c <= "Z" or c == "."))):
+    for c in name.encode():  # bytes: iterating the str would intern a one-character str per character
+        if not (97 <= c <= 122 or 48 <= c <= 57 or c == 95 or c == 45 or  # a-z 0-9 _ -
+                (dots and (65 <= c <= 90 or c == 46))):  # A-Z .
             return False
     return True
 
