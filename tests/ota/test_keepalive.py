@@ -204,3 +204,59 @@ def test_keep_alive_and_fallbacks(interp, servers, mp, tmp_path):
             problems.append("%s: %d TLS handshakes, expected %d (%s)" % (
                 name, started[name].handshakes, handshakes, started[name].errors[-3:]))
     assert not problems, "\n".join(problems)
+
+
+# --- the agent's check through `ota-tool serve` and through the gateway: one TLS handshake
+
+
+class CountingTls:
+    """Wraps a server's SSLContext: counts the TLS sessions it sets up."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.handshakes = 0
+
+    def wrap_socket(self, *args, **kw):
+        self.handshakes += 1
+        return self.ctx.wrap_socket(*args, **kw)
+
+
+@pytest.mark.parametrize("via", ["serve", "gateway"])
+def test_one_handshake_per_check(tmp_path, via):
+    from ota import agent as ota_agent
+    from ota_tool import devfs, images, keys, mirror, release, reports, server, sim
+    from tests.simhelpers import SMALL
+
+    v1 = images.app_image("1.0.0", size=SMALL, seed=1)
+    v2 = images.app_image("2.0.0", size=SMALL, seed=2)
+    key = keys.generate(str(tmp_path / "k.pem"))
+    repo = tmp_path / "repo"
+    release.build(v2, "2.0.0", [key], str(repo))
+    store = str(tmp_path / "reports.sqlite")
+    up = server.start_server(str(repo), tls_dir=str(tmp_path / "tls"), reports=store)
+    gw = None
+    front = up
+    if via == "gateway":
+        gw = mirror.start_gateway(str(tmp_path / "cache"), up.url, ca=up.ca_der, tls_dir=str(tmp_path / "gw-tls"),
+                                  refresh=0, outbox=str(tmp_path / "outbox.sqlite"), forward_interval=0.05)
+        front = gw
+    counter = CountingTls(front.httpd.ssl_context)
+    front.httpd.ssl_context = counter
+    try:
+        dev = sim.create(str(tmp_path / "dev.bin"), v1)
+        devfs.put(dev.path, "ota.json", json.dumps({
+            "source": front.url + "stable.json", "keys": {"release": keys.public_text(key)},
+            "report_url": front.url + "report", "device_id": "d1"}).encode())
+        devfs.put(dev.path, "ota_ca.der", front.ca_der)
+        out = dev.run(lambda: ota_agent.Agent().check_now(reboot=False))
+        assert out.value == "installed", out
+        # manifest, key list (absent: 404), the "downloading" report, the image, the "installed" report
+        assert counter.handshakes == 1
+        dev.run(lambda: ota_agent.Agent().check_now(reboot=False))  # the next check: one more
+        assert counter.handshakes == 2
+    finally:
+        if gw is not None:
+            gw.stop()
+        up.stop()
+    events = [r["event"] for r in reports.ReportStore(store).rows("d1")] if via == "serve" else None
+    assert events is None or events[:2] == ["downloading", "installed"], events
