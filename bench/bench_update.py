@@ -279,24 +279,25 @@ def time_table(runs):
     return rows
 
 
-def heap_scan(worlds, case, sizes, runs, styles=("inline", "constants")):
-    """{size: passes out of len(worlds) * len(styles) * runs} over every size in `sizes`, and the
-    stated minimum: the smallest size from which every larger scanned size passed every run."""
+def heap_scan(trials, sizes, runs):
+    """trials: functions f(heap_kib) -> True when the run completed (one per app style, server,
+    key...). Each runs `runs` times at every size. Returns {size: runs completed}, the runs per
+    size, and the stated minimum: the smallest size from which every larger scanned size passed
+    every run."""
     passed = {}
-    total = len(worlds) * len(styles) * runs
+    total = len(trials) * runs
     for size in sizes:
-        n = 0
-        for w in worlds:
-            for style in styles:
-                for _ in range(runs):
-                    n += 1 if w.run(case, style, heap=size)["ok"] else 0
-        passed[size] = n
+        passed[size] = sum(1 for t in trials for _ in range(runs) if t(size))
     minimum = None
     for size in sorted(sizes, reverse=True):
         if passed[size] != total:
             break
         minimum = size
     return {"passed": passed, "runs_per_size": total, "minimum_kib": minimum}
+
+
+def _trials(worlds, case, styles=("inline", "constants")):
+    return [(lambda size, w=w, st=st: w.run(case, st, heap=size)["ok"]) for w in worlds for st in styles]
 
 
 def targets(args, work, v1, v2):
@@ -306,9 +307,9 @@ def targets(args, work, v1, v2):
         out = {"time": time_table(runs)}
         if args.scan_runs:
             lo, hi, step = args.floor_scan
-            out["heap_floor"] = heap_scan(worlds, "floor", range(lo, hi + 1, step), args.scan_runs)
+            out["heap_floor"] = heap_scan(_trials(worlds, "floor"), range(lo, hi + 1, step), args.scan_runs)
             lo, hi, step = args.signed_scan
-            out["heap_signed_raw"] = heap_scan(worlds, "raw", range(lo, hi + 1, step), args.scan_runs)
+            out["heap_signed_raw"] = heap_scan(_trials(worlds, "raw"), range(lo, hi + 1, step), args.scan_runs)
     finally:
         for w in worlds:
             w.stop()
