@@ -463,6 +463,13 @@ class HttpFetcher:
         self._known_total = None
         self._kept = None  # (connection, where, ticks when kept): the connection kept open
         self._spare = None  # the line buffer of the last closed response, for the next one
+        if ca is not None:
+            # The TLS context (one 3 KB block on MicroPython) now, while the heap is still in one
+            # piece, rather than at the first request; a bad certificate is reported there.
+            try:
+                self._ctx = tls_context(ca, cert, key)
+            except Exception:
+                pass
 
     def close(self):
         """Close the connection kept open, if any (open() makes a new one when needed)."""
