@@ -23,8 +23,9 @@ class Checked:
     checked here (a hash state cannot be saved), and the signed image hash checked by install()
     over the whole slot stands for it (a resumed artifact is always the raw image)."""
 
-    def __init__(self, body, size, sha256, start=0):
+    def __init__(self, body, size, sha256, start=0, received=None):
         self.body = body
+        self.received = received  # [n]: bytes received, summed over the attempts of one install
         self.size = size
         self.sha256 = sha256 if not start else None
         self.got = start
@@ -34,6 +35,8 @@ class Checked:
         n = self.body.readinto(buf)
         if n:
             self.got += n
+            if self.received is not None:
+                self.received[0] += n
             if self.got > self.size:
                 raise OTAError("too_long", "the artifact is longer than its signed %d bytes" % self.size)
             if self.sha256 is not None:
@@ -286,6 +289,7 @@ def install_release(fetcher, manifest_url, m, progress=None, buf=None, room=None
         if not 0 <= resume < m.image_size:
             resume = 0
     etag = journal.get("etag") if resume and journal else None
+    got = [0]  # bytes received from the network, all attempts
     attempt = 0
     while True:
         body = fetcher.open(url, resume, art.size, etag)
@@ -296,7 +300,7 @@ def install_release(fetcher, manifest_url, m, progress=None, buf=None, room=None
                 j = dict(ident)
                 j["etag"] = body.etag
                 state.set_json("jrnl", j)
-            stage = _pipeline(Checked(body, art.size, art.sha256, resume), art, m, run, base_len, room)
+            stage = _pipeline(Checked(body, art.size, art.sha256, resume, got), art, m, run, base_len, room)
             result = install(stage, m.image_size, m.image_sha256, resume_from=resume, buf=buf,
                              progress=_journal(progress) if art.encoding == "raw" else progress)
             break
@@ -319,7 +323,7 @@ def install_release(fetcher, manifest_url, m, progress=None, buf=None, room=None
     state.set_json("pend", pend)
     result["version"] = m.version
     result["artifact"] = art.encoding
-    result["downloaded"] = art.size
+    result["downloaded"] = got[0]
     return result
 
 
