@@ -505,6 +505,7 @@ class ReleaseServer(http.server.ThreadingHTTPServer):
         self.routes = {}  # (method, path) -> func(Request) -> (status, content_type, body bytes)
         self.file_hook = None  # [mirror hook] func(url path) -> None or (status, text[, headers])
         self._log_lock = threading.Lock()
+        self.tls_sessions = 0  # TLS handshakes completed: one per connection (benches count them)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, ReleaseHandler)
@@ -534,6 +535,8 @@ class ReleaseServer(http.server.ThreadingHTTPServer):
         except (ssl.SSLError, OSError) as e:
             self.log("%s - - [%s] TLS handshake failed: %s" % (client_address[0], ReleaseHandler._clf_date(), e))
             return
+        with self._log_lock:
+            self.tls_sessions += 1
         try:
             self.RequestHandlerClass(conn, client_address, self)
         finally:
