@@ -36,7 +36,8 @@ from bench_update import APP_PRELUDE, _median, heap_scan  # noqa: E402
 from ota_tool import images, micropython, server, sim  # noqa: E402
 
 PEER_APP = """
-import time
+import time, ntptime
+ntptime.settime()  # the board's RTC reads 2000 after power-on: mbedTLS checks certificate dates
 t0 = time.ticks_ms()
 from ota.update import OTA
 with OTA(verify=True, verbose=False, reboot=False) as o:
@@ -44,7 +45,8 @@ with OTA(verify=True, verbose=False, reboot=False) as o:
 print("DONE", time.ticks_diff(time.ticks_ms(), t0))
 """
 OURS_APP = """
-import time
+import time, ntptime
+ntptime.settime()
 t0 = time.ticks_ms()
 import ota, binascii
 from ota.http import HttpFetcher

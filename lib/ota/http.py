@@ -411,12 +411,12 @@ class HttpBody:
         keep = keep and self._state == _DONE and self._rpos == self._rend
         self._state = _CLOSED
         f = self._f
-        f._spare = self._rb
         if keep and f.keep_alive:
             f.close()  # one connection kept at most
             f._kept = (self._conn, self._where, ticks_ms())
         else:
             net_close(self._conn)
+        f._spare = self._rb
         self._rb = self._conn = None
 
 
@@ -463,18 +463,12 @@ class HttpFetcher:
         self._known_total = None
         self._kept = None  # (connection, where, ticks when kept): the connection kept open
         self._spare = None  # the line buffer of the last closed response, for the next one
-        if ca is not None:
-            # The TLS context (one 3 KB block on MicroPython) now, while the heap is still in one
-            # piece, rather than at the first request; a bad certificate is reported there.
-            try:
-                self._ctx = tls_context(ca, cert, key)
-            except Exception:
-                pass
 
     def close(self):
-        """Close the connection kept open, if any (open() makes a new one when needed)."""
+        """Close the connection kept open, if any, and let the line buffer go: the fetcher holds
+        nothing but its TLS context until the next request (open() makes what it needs)."""
         kept = self._kept
-        self._kept = None
+        self._kept = self._spare = None
         if kept is not None:
             net_close(kept[0])
 

@@ -66,3 +66,16 @@ def is_timeout(e):
 
 def tls_rejected(e):
     return isinstance(e, _ssl.SSLCertVerificationError)
+
+
+def _check_dates(tls):
+    # mbedTLS on the ESP32 checks the certificate's dates against the board's RTC
+    # (CONFIG_MBEDTLS_HAVE_TIME_DATE), OpenSSL here against the host's clock: check them against
+    # the device's clock (compat.unix_time) too, so an unset clock fails here as on a chip.
+    from . import unix_time
+
+    cert = tls.getpeercert()
+    now = unix_time()
+    if not _ssl.cert_time_to_seconds(cert["notBefore"]) <= now <= _ssl.cert_time_to_seconds(cert["notAfter"]):
+        tls.close()
+        raise _ssl.SSLCertVerificationError("certificate verify failed: not valid at the device's time (%d)" % now)

@@ -1,5 +1,5 @@
 # Sockets and TLS (used by ota/http.py and ota/push.py).
-from . import MICROPYTHON, const
+from . import ENOMEM, ETIMEDOUT, MICROPYTHON
 
 # http.py and push.py reach the network only through the functions below. What differs:
 # - MicroPython's TLS socket is a stream (read/readinto/write). A blocking readinto() fills the
@@ -12,10 +12,18 @@ from . import MICROPYTHON, const
 # - After the first net_readinto a MicroPython socket is non-blocking, so a later write (the next
 #   request on a kept HTTP connection, an MQTT packet) may take part of the data or none: net_send
 #   waits for room with poll. CPython's socket keeps its timeout: sendall.
+# The CPython half is in compat/_net_cpython.py, which a device never loads.
 # A connection is a list [socket, poller, raw_socket] so the poller is made once per connection.
 import socket as _socket
 
-_ETIMEDOUT = const(110)
+_ETIMEDOUT = ETIMEDOUT  # the running port's value (newlib's 116 on the ESP32): see compat
+
+try:
+    # A simulated board (espsim) charges each connection and TLS session to its ESP-IDF heap, as
+    # lwIP and mbedTLS allocate them outside the GC heap on a chip; a real board has no such module.
+    import simnet as _stack
+except ImportError:
+    _stack = None
 
 if MICROPYTHON:
     import select as _select
@@ -93,7 +101,7 @@ if MICROPYTHON:
         return isinstance(e, ValueError)
 
 else:
-    from ._net_cpython import _client_cert, _tls_context, is_timeout, net_quiet, net_readinto, net_send, tls_rejected  # noqa: F401
+    from ._net_cpython import _check_dates, _client_cert, _tls_context, is_timeout, net_quiet, net_readinto, net_send, tls_rejected  # noqa: F401
 
 
 def tls_context(ca, cert=None, key=None):
@@ -115,20 +123,40 @@ def net_open(host, port, timeout_ms):
         try:
             raw.settimeout(timeout_ms / 1000)
             raw.connect(ai[-1])
+            if _stack is not None:
+                _stack.opened(raw)
             return [raw, None, raw]
         except OSError as e:
             raw.close()
+            _out_of_memory(e)
             err = e
     raise err
+
+
+def _out_of_memory(e):
+    # mbedTLS's and lwIP's allocation failures are OSError(ENOMEM) on MicroPython: the C heap is as
+    # exhausted as the GC heap is for a MemoryError, and is reported the same way.
+    if isinstance(e, OSError) and e.args and e.args[0] == ENOMEM:
+        raise MemoryError("ESP-IDF heap: %s" % (e,))
 
 
 def tls_start(conn, ctx, host):
     """TLS handshake on a fresh connection (same timeout as the connect); the name is always sent
     (SNI) and checked against the certificate."""
-    conn[0] = ctx.wrap_socket(conn[2], server_hostname=host)
+    try:
+        if _stack is not None:
+            _stack.tls(conn[2])
+        conn[0] = ctx.wrap_socket(conn[2], server_hostname=host)
+    except OSError as e:
+        _out_of_memory(e)
+        raise
+    if not MICROPYTHON:
+        _check_dates(conn[0])
 
 
 def net_close(conn):
+    if _stack is not None:
+        _stack.closed(conn[2])
     for s in (conn[0], conn[2]):
         try:
             s.close()

@@ -12,6 +12,7 @@ from espsim.chip import PowerCut
 RC_RESET = 80
 RC_POWER_CUT = 81
 RC_FS_CORRUPTED = 82  # the filesystem does not mount: the board stops before the app
+RC_DEEP_SLEEP = 83  # machine.deepsleep(): the harness wakes the board through the bootloader's wake path
 MOUNT_POINT = "/flash"  # the board's "/": mounted here so the host's files stay reachable
 
 
@@ -121,6 +122,8 @@ def main(module):
             rc = RC_FS_CORRUPTED
     except machine.Reset:
         rc = RC_RESET
+    except machine.DeepSleep:
+        rc = RC_DEEP_SLEEP
     except PowerCut:
         rc = RC_POWER_CUT
     except Exception as e:  # an app crash: shown as MicroPython shows it, exit status 1
