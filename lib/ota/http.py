@@ -15,7 +15,8 @@
 # say "Connection: close"; never after an error or an unfinished body. Before a kept connection is
 # used it must be quiet (a server closing it sends a FIN or an alert first) and not idle longer
 # than idle_timeout; when the server closed it anyway before answering a byte, the request goes
-# once more over a new connection. fetcher.close() drops it (a socket and the TLS session buffers).
+# once more over a new connection (a report too: a server that took it and closed without an
+# answer may get it twice). fetcher.close() drops it (a socket and the TLS session buffers).
 #
 # Memory stays flat: one small line buffer (passed from one response to the next) for the response
 # head and chunk sizes; body bytes go straight into the caller's buffer. Every length read from the
