@@ -70,9 +70,18 @@ def check_value(key, value):
         raise OTAError("bad_config", "jitter must be in 0..1")
     if key == "window" and not _hours(value):
         raise OTAError("bad_config", "window is [start_hour, end_hour] in UTC")
-    if key == "ntp" and (len(value) > 4 or not all(isinstance(h, str) and 0 < len(h) <= 64 for h in value)):
+    if key == "ntp" and not _names(value, 4, 64):
         raise OTAError("bad_config", "ntp is a list of at most 4 NTP server names")
     return value
+
+
+def _names(value, most, longest):
+    if not isinstance(value, list) or len(value) > most:
+        return False
+    for h in value:
+        if not isinstance(h, str) or not 0 < len(h) <= longest:
+            return False
+    return True
 
 
 def _hours(value):

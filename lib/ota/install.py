@@ -85,11 +85,6 @@ def install(source, length, sha256=None, chip_id=None, resume_from=0, progress=N
     if pos:
         slot.hash_range(target, pos, buf, sha, check)
     block = pos // BLOCK
-    if not pos:
-        # Before its first block changes, the ledger's record of the slot goes (ota.ledger.forget).
-        from .state import erase
-
-        erase(slot.record_key(target))
     try:
         while pos < length:
             want = min(BLOCK, length - pos)
@@ -125,7 +120,4 @@ def make_bootable(target):
     try:
         target.set_boot()
     except OSError as e:
-        from .state import erase
-
-        erase(slot.record_key(target))  # ota.ledger.forget: whatever was recorded will not boot
         raise OTAError("set_boot_failed", "ESP-IDF refused the image in %s (%s)" % (slot.label(target), e))

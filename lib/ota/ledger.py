@@ -4,10 +4,11 @@
 # writes an entry atomically, so a power cut leaves it old or new, never torn.
 #
 # Which release runs is never stored as such: it is the record of the slot the bootloader booted.
-#   r0, r1, rf  blob  the signed release the image in ota_0 / ota_1 / factory is:
+#   r0, r1, rf  blob  the signed release the image in ota_0 / ota_1 / factory is, written once:
 #                     {"version", "security_version", "image_sha256", "manifest_sha256", "channel",
-#                      "keys", "elf": the image's ELF SHA-256 prefix, "ok": 1 once it confirmed
-#                      itself here, "judged": 1 once its failure was counted}
+#                      "keys", "elf": the image's ELF SHA-256 prefix}
+#   f0, f1, ff  i32   its flags: 1 "ok" once it confirmed itself here, 2 "judged" once its failure
+#                     was counted
 #         forget()    erased before the first block of another image is written into the slot
 #         staged()    written once the image is verified in the slot, BEFORE set_boot
 #         confirmed() ok = 1 after the image passed its self-test; raises the counter
@@ -22,27 +23,32 @@
 #   secver i32  anti-rollback counter: the highest security_version confirmed here
 #   rb     i32  1/0 once seen whether the bootloader has app rollback
 #   bad    blob image SHA-256, version and failure count of the last release that failed here
-#   seen   blob channel, board, version and signed `created` of the newest manifest meant for this
-#               device: an older-signed one is a replay (ota.policy)
+#   s0, s1 blob channel, board, version and signed `created` of the newest manifests meant for this
+#               device, the older copy rewritten: one signed before is a replay (ota.policy)
 #   jrnl   blob the raw download in progress: manifest, artifact, slot, ETag (bounded)
-#   jat    i32  blocks of it in the slot (every JOURNAL_EVERY bytes) << 8 | a byte of the artifact's
+#   jat    i32  blocks of it in the slot (every journal_every() bytes) << 8 | a byte of the artifact's
 #               SHA-256 (one left by another download is not taken): re-hashed before use
-#   probe  blob boots of an unconfirmed image so far (the agent's boot retry limit)
+#   probe  i32  boots of an unconfirmed image so far (the agent's boot retry limit), with its slot
 #   rep    blob a report to send once the network is up (a rollback, sent by the previous image)
 from . import slot, state
 from .compat import const
 from .errors import OTAError
 
-# The journal is written every this many bytes: a power cut re-downloads at most this much, and a
-# 1.5 MB install makes about a dozen NVS writes for it (each is a flash program on a board).
-JOURNAL_EVERY = const(131072)
+# The journal is written every tenth of the image (at least every 64 KiB): a power cut re-downloads
+# at most that much, and an install makes at most ten NVS writes for it (a flash program each).
+JOURNAL_WRITES = const(10)
+_JOURNAL_MIN = const(65536)
 KNOWN_BAD_AFTER = const(2)  # failures of one image here before the policy refuses it ("known_bad")
 _MAX_ETAG = const(64)  # a longer validator is not kept: the resume then relies on the image hash
 _RECORD = ("version", "security_version", "image_sha256", "manifest_sha256", "channel", "keys")
 
 
-def _key(part):
-    return slot.record_key(part) if part is not None else None
+def _key(part, kind="r"):
+    # "r0": the record of ota_0 (a blob, written once); "f0": its flags (an i32, rewritten).
+    if part is None:
+        return None
+    i = slot.ota_index(part)
+    return kind + ("%d" % i if i is not None else "f")
 
 
 def _elf(part):
@@ -52,12 +58,28 @@ def _elf(part):
 
 
 # --- slot records ---------------------------------------------------------------------------------
+# A blob is never rewritten in place: ESP-IDF's NVS can lose a blob whose new version was cut
+# between its data and its index when the old version's chunk shares the page (espsim.nvs
+# idf_quirks). A slot's record is written once, after its key was erased; what changes later
+# (confirmed, judged) lives in an i32, which NVS writes as one entry.
+_OK = const(1)
+_JUDGED = const(2)
+
+
+def raw(part):
+    """The record of `part` as stored, stale or not (with "ok"/"judged" from its flags), or None."""
+    rec = state.get_json(_key(part))
+    if rec is not None:
+        flags = state.get_int(_key(part, "f"), 0)
+        rec["ok"] = flags & _OK
+        rec["judged"] = 1 if flags & _JUDGED else 0
+    return rec
+
 
 def release(part):
     """The signed release the image in `part` is, or None when unknown (flashed by cable, never
     verified here, or being written)."""
-    k = _key(part)
-    rec = state.get_json(k) if k else None
+    rec = raw(part) if part is not None else None
     if rec is None or stale(part, rec):
         return None  # unknown, or another image was flashed there since
     return rec
@@ -90,8 +112,10 @@ def running_version(run=None, desc=None):
 
 
 def forget(part):
-    """Before the first write into `part`: what it held is no longer there (ota.install does it
-    with slot.record_key, without loading this module)."""
+    """Before the first write into `part`: what it held is no longer there. (ota.install_image,
+    the low-level writer, does not load the ledger: a record it leaves names another build than the
+    slot then holds, which release() and bootstate.reconcile() see by the ELF SHA-256.)"""
+    state.erase(_key(part, "f"))  # the flags first: a cut between leaves an unconfirmed record
     state.erase(_key(part))
 
 
@@ -111,7 +135,7 @@ def staged(part, summary):
         if k in summary:
             rec[k] = summary[k]
     rec["elf"] = _elf(part)
-    rec["ok"] = 0
+    forget(part)  # written once, never over an older version (see above); a no-op when erased
     state.set_json(_key(part), rec)
 
 
@@ -122,14 +146,17 @@ def provisioned(summary, part=None):
     confirmed(part)
 
 
+def _flag(part, bit):
+    state.set_int(_key(part, "f"), state.get_int(_key(part, "f"), 0) | bit)
+
+
 def confirmed(part):
     """The image in `part` passed its self-test here: its release is trusted to run, and nothing
     below its security version may run again."""
     rec = release(part)
-    if rec is None or rec.get("ok"):
+    if rec is None or rec["ok"]:
         return
-    rec["ok"] = 1
-    state.set_json(_key(part), rec)
+    _flag(part, _OK)
     sv = rec.get("security_version", 0)
     if sv > security_counter():
         state.set_int("secver", sv)
@@ -143,13 +170,12 @@ def failed(part, remember=True):
     """The unconfirmed image in `part` failed here (its self-test, or ota.rollback() from it):
     counted once when `remember` (a network fault is not the release's), then marked judged so that
     nothing counts it again."""
-    rec = state.get_json(_key(part))
-    if rec is None or rec.get("ok") or rec.get("judged"):
+    rec = raw(part)
+    if rec is None or rec["ok"] or rec["judged"]:
         return
     if remember:
         count_failure(rec)
-    rec["judged"] = 1
-    state.set_json(_key(part), rec)
+    _flag(part, _JUDGED)
 
 
 def count_failure(rec):
@@ -167,11 +193,6 @@ def known_bad():
     return bad.get("image_sha256") if bad and bad.get("n", 0) >= KNOWN_BAD_AFTER else None
 
 
-def raw(part):
-    """The record of `part` as stored (stale or not), or None."""
-    return state.get_json(_key(part))
-
-
 def migrate(run):
     """Records of library versions before the ledger (cur/prev/pend) into slot records, once."""
     for key in ("prev", "cur", "pend"):
@@ -180,31 +201,48 @@ def migrate(run):
             continue
         part = slot.by_label(rec.get("slot")) if rec.get("slot") else run
         if part is not None:
-            rec["ok"] = 0 if key == "pend" else 1
-            rec.pop("slot", None)
-            state.set_json(_key(part), rec)
+            staged(part, rec)
+            if key != "pend":
+                _flag(part, _OK)
         state.erase(key)
+    state.erase("seen")  # its channel is unknown: the next manifest starts the replay records again
 
 
 # --- replays ---------------------------------------------------------------------------------------
 
+_SEEN = ("s0", "s1")  # two keys, the older one rewritten: a cut never loses the newest (see above)
+
+
+def _seen_all():
+    out = []
+    for k in _SEEN:
+        s = state.get_json(k)
+        out.append(s if s is not None and "t" in s else None)
+    return out
+
+
 def seen(channel, board):
     """{"v", "t"}: version and signed `created` of the newest manifest seen for this channel and
     board, or None."""
-    s = state.get_json("seen")
-    if s is not None and "t" not in s:
-        s = {"v": s.get("version"), "t": s.get("created", 0)}  # a record from before the ledger
-    if s is None or s.get("c", channel) != channel or s.get("b", board) != board:
-        return None
-    return s
+    best = None
+    for s in _seen_all():
+        if s is not None and s.get("c") == channel and s.get("b") == board and (best is None or s["t"] > best["t"]):
+            best = s
+    return best
 
 
 def saw(m, channel, board):
     """A verified manifest meant for this device: remember it when it is the newest so far."""
-    s = seen(channel, board)
-    if s is not None and m.created <= s.get("t", 0):
+    a, b = _seen_all()
+    newest = seen(channel, board)
+    if newest is not None and m.created <= newest["t"]:
         return
-    state.set_json("seen", {"c": channel, "b": board, "v": m.version, "t": m.created})
+    # Keep the newest copy for this channel and board; overwrite the other (else the empty or older).
+    if newest is not None:
+        k = _SEEN[1] if newest is a else _SEEN[0]
+    else:
+        k = _SEEN[0] if a is None or (b is not None and a["t"] <= b["t"]) else _SEEN[1]
+    state.set_json(k, {"c": channel, "b": board, "v": m.version, "t": m.created})
 
 
 # --- the download journal ------------------------------------------------------------------------
@@ -235,8 +273,14 @@ def journal(ident, etag):
     state.set_json("jrnl", j)
 
 
-def progress(done, tag):
-    if done % JOURNAL_EVERY == 0:
+def journal_every(image_size):
+    """Bytes between two journal writes for an image of `image_size` bytes (a block multiple)."""
+    n = (image_size // JOURNAL_WRITES + slot.BLOCK - 1) // slot.BLOCK * slot.BLOCK
+    return n if n > _JOURNAL_MIN else _JOURNAL_MIN
+
+
+def progress(done, tag, every):
+    if done % every == 0:
         state.set_int("jat", (done // slot.BLOCK) << 8 | tag)
 
 
@@ -247,19 +291,26 @@ def journal_clear():
 # --- the agent's boot bookkeeping ------------------------------------------------------------------
 
 def probe(run):
-    """{"slot", "tries"}: boots of the unconfirmed running image so far, or None."""
-    p = state.get_json("probe")
-    if p is not None and p.get("slot") != slot.label(run):
+    """{"slot", "tries"}: boots of the unconfirmed running image so far, or None. One i32
+    ((OTA index + 1) << 8 | tries): if it were lost, an image on probation would pass for confirmed."""
+    v = state.get_int("probe")
+    if v is None:
+        return None
+    i = slot.ota_index(run)
+    if i is None or v >> 8 != i + 1:
         state.erase("probe")  # a rolled-back image's counter
         return None
-    return p
+    return {"slot": slot.label(run), "tries": v & 0xFF}
 
 
 def set_probe(p):
     if p is None:
         state.erase("probe")
     else:
-        state.set_json("probe", p)
+        part = slot.by_label(p["slot"])
+        i = slot.ota_index(part) if part is not None else None
+        if i is not None:
+            state.set_int("probe", (i + 1) << 8 | min(p.get("tries", 0), 0xFF))
 
 
 def report_later(doc):

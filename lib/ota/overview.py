@@ -19,7 +19,7 @@ def _rollback_support(st):
     if st == otadata.NEW:
         return "old_bootloader"  # the firmware writes NEW; a bootloader without app rollback leaves it
     seen = ledger.rollback_support_seen()
-    return {1: "enabled", 0: "disabled", 2: "old_bootloader"}.get(seen, "unknown")
+    return "enabled" if seen == 1 else "disabled" if seen == 0 else "old_bootloader" if seen == 2 else "unknown"
 
 
 def status():

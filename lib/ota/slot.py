@@ -34,12 +34,6 @@ def ota_index(part):
     return st - _SUBTYPE_OTA_0 if _SUBTYPE_OTA_0 <= st < _SUBTYPE_OTA_0 + 16 else None
 
 
-def record_key(part):
-    """The NVS key under which ota.ledger records the release `part` holds ("r0", "r1", "rf")."""
-    i = ota_index(part)
-    return "r%d" % i if i is not None else "rf"
-
-
 def running():
     return esp32.Partition(esp32.Partition.RUNNING)  # pyright: ignore[reportArgumentType] (stub types id as str)
 

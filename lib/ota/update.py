@@ -243,7 +243,11 @@ def install_release(fetcher, manifest_url, m, progress=None, buf=None, room=None
 
     target = slot.by_label(result["slot"])
     ledger.staged(target, m.summary())  # durable before the boot choice changes
-    make_bootable(target)
+    try:
+        make_bootable(target)
+    except OTAError:
+        ledger.forget(target)  # ESP-IDF refused it: the record must not name what will not boot
+        raise
     result["version"] = m.version
     result["artifact"] = art.encoding
     return result
@@ -273,7 +277,10 @@ def _fallback(m, art, e):
 
 
 def _install_artifact(fetcher, manifest_url, m, run, art, base_len, progress, buf, room):
-    from .install import install
+    from .install import check_can_install, install
+
+    _, target = check_can_install(run)
+    ledger.forget(target)  # before the first block changes: the slot no longer holds that release
 
     raw = art.encoding == "raw"
     if raw:
@@ -283,7 +290,7 @@ def _install_artifact(fetcher, manifest_url, m, run, art, base_len, progress, bu
     elif not room:
         room = [bytearray((1 << art.wbits) + _DECODER_STATE)]  # inflate.Inflate frees it just in time
     url = resolve(manifest_url, art.url)
-    ident = {"m": _hex(m.sha256), "a": _hex(art.sha256), "slot": slot.label(slot.next_update(run))}
+    ident = {"m": _hex(m.sha256), "a": _hex(art.sha256), "slot": slot.label(target)}
     tag = art.sha256[0]
     resume, etag = ledger.resume_point(ident, m.image_size, tag) if raw else (0, None)
     journaled = None  # the validator the journal holds now
@@ -301,8 +308,8 @@ def _install_artifact(fetcher, manifest_url, m, run, art, base_len, progress, bu
                 journaled = body.etag or ""
             stage = _pipeline(Checked(body, art.size, art.sha256, resume, got), art, m, run, base_len, room)
             result = install(stage, m.image_size, m.image_sha256, resume_from=resume, buf=buf,
-                             progress=_journal(progress, tag) if raw else progress, set_boot=False,
-                             boot_follows=True)
+                             progress=_journal(progress, tag, ledger.journal_every(m.image_size)) if raw else progress,
+                             set_boot=False, boot_follows=True)
             break
         except OTAError as e:
             if resume and not restarted and e.reason in _RESUME_BROKEN:
@@ -344,11 +351,11 @@ def _pipeline(stage, art, m, run, base_len, room):
     return Inflate(stage, art.encoding, art.wbits, m.image_size, room)
 
 
-def _journal(progress, tag):
-    # The written length in the ledger every ledger.JOURNAL_EVERY bytes (a power cut re-downloads
-    # at most that much), not every block: each NVS write is a flash program on a board.
+def _journal(progress, tag, every):
+    # The written length in the ledger every `every` bytes (a power cut re-downloads at most that
+    # much), not every block: each NVS write is a flash program on a board.
     def step(done, total):
-        ledger.progress(done, tag)
+        ledger.progress(done, tag, every)
         if progress:
             progress(done, total)
 

@@ -126,8 +126,6 @@ def test_update_that_needs_two_tls_sessions_fails_out_of_memory(world):
     assert event == "failed" and last["reason"] == "out_of_memory"
 
 
-@pytest.mark.xfail(reason="one NVS handle per process (issue 15.2) lands with the lead's ota.state change",
-                   strict=False)
 def test_nvs_handles_stay_bounded_over_many_checks_and_an_update(world):
     release.build(V1, "1.0.0", [world["key"]], world["repo"])
     dev = new_board(world)

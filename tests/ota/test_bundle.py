@@ -912,6 +912,9 @@ a = agent.Agent(self_test=lambda: simhw.healthy() and app_ok(), connect=wifi)
 print("boot", a.boot(), a.app_state)
 e = a.check_now(reboot=False)
 print("check", e)
+if e == "failed":
+    from ota import audit
+    print("reason", audit.read(a.cfg["log"], 1))
 if e == "installed":
     import machine
     machine.reset()

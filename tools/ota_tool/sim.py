@@ -27,6 +27,7 @@ if paths.SIM_MODULES not in sys.path:
     sys.path.insert(0, paths.SIM_MODULES)  # the fake esp32/machine modules for in-process runs
 
 import machine as sim_machine  # noqa: E402 (the fake one, from espsim/modules)
+import simnet  # noqa: E402,F401 (loaded: the board's network stack charges its ESP-IDF heap)
 
 DEFAULT_PARTITIONS = os.path.join(os.path.dirname(paths.DEVICE_LIB), "partitions.csv")
 RESET = "reset"

@@ -18,12 +18,14 @@ import socket as _socket
 
 _ETIMEDOUT = ETIMEDOUT  # the running port's value (newlib's 116 on the ESP32): see compat
 
-try:
-    # A simulated board (espsim) charges each connection and TLS session to its ESP-IDF heap, as
-    # lwIP and mbedTLS allocate them outside the GC heap on a chip; a real board has no such module.
-    import simnet as _stack
-except ImportError:
-    _stack = None
+import sys as _sys
+
+
+def _stack():
+    # A simulated board (espsim) loads `simnet` before the app and charges each connection and TLS
+    # session to its ESP-IDF heap, as lwIP and mbedTLS allocate them outside the GC heap on a chip.
+    # Looked up, never imported: a real board has no such module, and nothing is loaded for it.
+    return _sys.modules.get("simnet")
 
 if MICROPYTHON:
     import select as _select
@@ -123,8 +125,9 @@ def net_open(host, port, timeout_ms):
         try:
             raw.settimeout(timeout_ms / 1000)
             raw.connect(ai[-1])
-            if _stack is not None:
-                _stack.opened(raw)
+            stack = _stack()
+            if stack is not None:
+                stack.opened(raw)
             return [raw, None, raw]
         except OSError as e:
             raw.close()
@@ -144,8 +147,9 @@ def tls_start(conn, ctx, host):
     """TLS handshake on a fresh connection (same timeout as the connect); the name is always sent
     (SNI) and checked against the certificate."""
     try:
-        if _stack is not None:
-            _stack.tls(conn[2])
+        stack = _stack()
+        if stack is not None:
+            stack.tls(conn[2])
         conn[0] = ctx.wrap_socket(conn[2], server_hostname=host)
     except OSError as e:
         _out_of_memory(e)
@@ -155,8 +159,9 @@ def tls_start(conn, ctx, host):
 
 
 def net_close(conn):
-    if _stack is not None:
-        _stack.closed(conn[2])
+    stack = _stack()
+    if stack is not None:
+        stack.closed(conn[2])
     for s in (conn[0], conn[2]):
         try:
             s.close()

@@ -103,9 +103,16 @@ def main(module):
     import machine
 
     c = attach()
+    # Modules a board has in ROM or frozen (C: esp32, network; frozen: ntptime) and the simulator's
+    # own (simnet): loaded before the app, so their bytecode is the simulator's footprint (the
+    # harness adds it to the heap), not the device code's.
+    import esp32  # noqa: F401
+    import network  # noqa: F401
+    import ntptime  # noqa: F401
+    import simnet  # noqa: F401
+
     if os.getenv("ESPSIM_BASE"):
         # What the simulator itself holds (client, fake modules): the harness adds it to the heap.
-        import esp32  # noqa: F401
         import gc
 
         gc.collect()
