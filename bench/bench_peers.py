@@ -167,7 +167,7 @@ def main():
         if args.scan_runs:
             sizes = range(args.scan[0], args.scan[1] + 1, args.scan[2])
             for who in ("peer", "ours"):
-                res["heap_" + who] = heap_scan([lambda size, who=who: w.run(who, heap=size)["ok"]], sizes, args.scan_runs)
+                res["heap_" + who] = heap_scan([lambda size, who=who: w.run(who, heap=size)], sizes, args.scan_runs)
             if res["heap_peer"]["minimum_kib"] and res["heap_ours"]["minimum_kib"]:
                 res["heap_ratio"] = round(res["heap_ours"]["minimum_kib"] / res["heap_peer"]["minimum_kib"], 2)
     finally:

@@ -307,24 +307,33 @@ def time_table(runs):
 
 
 def heap_scan(trials, sizes, runs):
-    """trials: functions f(heap_kib) -> True when the run completed (one per app style, server,
-    key...). Each runs `runs` times at every size. Returns {size: runs completed}, the runs per
-    size, and the stated minimum: the smallest size from which every larger scanned size passed
-    every run."""
+    """trials: functions f(heap_kib) -> a run's dict (ok, error), one per app style, server, key...
+    Each runs `runs` times at every size. Returns {size: runs completed}, the runs per size, the
+    failures seen at each size (the last line each printed, counted), and the stated minimum: the
+    smallest size from which every larger scanned size passed every run."""
     passed = {}
+    failures = {}
     total = len(trials) * runs
     for size in sizes:
-        passed[size] = sum(1 for t in trials for _ in range(runs) if t(size))
+        passed[size] = 0
+        for t in trials:
+            for _ in range(runs):
+                r = t(size)
+                if r["ok"]:
+                    passed[size] += 1
+                else:
+                    why = (r["error"] or ["?"])[-1]
+                    failures.setdefault(size, {})[why] = failures.get(size, {}).get(why, 0) + 1
     minimum = None
     for size in sorted(sizes, reverse=True):
         if passed[size] != total:
             break
         minimum = size
-    return {"passed": passed, "runs_per_size": total, "minimum_kib": minimum}
+    return {"passed": passed, "runs_per_size": total, "minimum_kib": minimum, "failures": failures}
 
 
 def _trials(worlds, case, styles=("inline", "constants")):
-    return [(lambda size, w=w, st=st: w.run(case, st, heap=size)["ok"]) for w in worlds for st in styles]
+    return [(lambda size, w=w, st=st: w.run(case, st, heap=size)) for w in worlds for st in styles]
 
 
 def targets(args, work, v1, v2):
@@ -362,6 +371,10 @@ def print_targets(t, size):
         print("\nHeap scan, %s: runs completed out of %d at each size (KiB)" % (label, h["runs_per_size"]))
         print(" ".join("%d:%d" % (k, v) for k, v in sorted(h["passed"].items())))
         print("stated minimum: %s KiB" % h["minimum_kib"])
+        below = [k for k in h["failures"] if h["minimum_kib"] is None or k < h["minimum_kib"]]
+        if below:
+            k = max(below)
+            print("what failed at %d KiB: %s" % (k, "; ".join("%s (%d)" % kv for kv in sorted(h["failures"][k].items()))))
     if "heap_floor" in t and "heap_signed_raw" in t and t["heap_floor"]["minimum_kib"] and t["heap_signed_raw"]["minimum_kib"]:
         print("heap ratio: %.2f x the floor" % (t["heap_signed_raw"]["minimum_kib"] / t["heap_floor"]["minimum_kib"]))
 
