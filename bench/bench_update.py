@@ -209,7 +209,9 @@ _nvs_writes = [0]
 
 def _count_nvs_writes():
     # Every NVS call of the device reaches the simulated chip in this process (espsim.chip.LocalChip,
-    # behind the RPC server): count the ones that write (a flash program on a board).
+    # behind the RPC server): count the ones that write (a flash program on a board): every set,
+    # and every erase that removed a key (nvs_erase_key of an absent key answers
+    # ESP_ERR_NVS_NOT_FOUND and writes nothing).
     from espsim import chip
 
     real = chip.LocalChip.nvs
@@ -217,9 +219,10 @@ def _count_nvs_writes():
         return
 
     def nvs(self, op, ns, key, value=None):
-        if op in ("set_i32", "set_blob", "erase"):
+        out = real(self, op, ns, key, value)
+        if op in ("set_i32", "set_blob") or (op == "erase" and out[0] == 0):
             _nvs_writes[0] += 1
-        return real(self, op, ns, key, value)
+        return out
 
     nvs.counted = True
     chip.LocalChip.nvs = nvs
