@@ -1,7 +1,10 @@
 # What the device remembers across time, and the only module that changes it (python-tuf's
 # TrustedMetadataSet is the model: a record changes only through the transitions below, each made
-# durable before the step that depends on it). Every record is one NVS entry (ota.state): ESP-IDF
-# writes an entry atomically, so a power cut leaves it old or new, never torn.
+# durable before the step that depends on it). Every record is one NVS entry (ota.state). ESP-IDF
+# writes an i32 as one entry: a power cut leaves it old or new. A blob it can lose when a cut falls
+# between a new version's data and its index (espsim.nvs, idf_quirks), so a blob that matters is
+# never rewritten in place: written once after its key was erased, or kept in two keys. The ones
+# rewritten (jrnl, bad, rep) cost at most a re-download, a failure count or a report when lost.
 #
 # Which release runs is never stored as such: it is the record of the slot the bootloader booted.
 #   r0, r1, rf  blob  the signed release the image in ota_0 / ota_1 / factory is, written once:
@@ -21,7 +24,7 @@
 # A slot may run again (ota.rollback) only when its record is a confirmed release not below the
 # counter, or, before any counter, when it has no record (a board flashed by cable).
 #   secver i32  anti-rollback counter: the highest security_version confirmed here
-#   rb     i32  1/0 once seen whether the bootloader has app rollback
+#   rb     i32  once seen: 1 the bootloader has app rollback, 0 the firmware not, 2 an old bootloader
 #   bad    blob image SHA-256, version and failure count of the last release that failed here
 #   s0, s1 blob channel, board, version and signed `created` of the newest manifests meant for this
 #               device, the older copy rewritten: one signed before is a replay (ota.policy)
@@ -58,10 +61,8 @@ def _elf(part):
 
 
 # --- slot records ---------------------------------------------------------------------------------
-# A blob is never rewritten in place: ESP-IDF's NVS can lose a blob whose new version was cut
-# between its data and its index when the old version's chunk shares the page (espsim.nvs
-# idf_quirks). A slot's record is written once, after its key was erased; what changes later
-# (confirmed, judged) lives in an i32, which NVS writes as one entry.
+# A slot's record is written once, after its key was erased; what changes later (confirmed,
+# judged) lives in an i32 (see the top of this file).
 _OK = const(1)
 _JUDGED = const(2)
 
