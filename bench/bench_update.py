@@ -230,14 +230,16 @@ def _count_nvs_writes():
 
 class TargetWorld:
     """One server (a random port, TLS; it counts its handshakes) and one signing key: the release 2.0.0
-    published raw, zlib and delta, and a board on 1.0.0."""
+    published raw, zlib, delta and rdelta (each a repository the device takes that artifact from),
+    and a board on 1.0.0."""
 
     def __init__(self, work, v1, v2, tag):
         self.dir = os.path.join(work, "world-%s" % tag)
         os.makedirs(os.path.join(self.dir, "www"))
         key = keys.generate(os.path.join(self.dir, "k.pem"))
         self.key = keys.public_text(key)
-        for kind, kw in (("raw", {}), ("zlib", {"compress": True}), ("delta", {"compress": True, "bases": [v1]})):
+        for kind, kw in (("raw", {}), ("zlib", {"compress": True}), ("delta", {"compress": True, "bases": [v1], "rdelta": False}),
+                         ("rdelta", {"compress": True, "bases": [v1]})):
             release.build(v2, "2.0.0", [key], os.path.join(self.dir, "repo-" + kind), **kw)
         with open(os.path.join(self.dir, "www", "app.bin"), "wb") as f:
             f.write(v2)
@@ -266,7 +268,8 @@ class TargetWorld:
         wall = time.time() - t0
         words = out.stdout.split()
         ok = out.kind in (sim.RESET, sim.RETURNED) and "DONE" in words
-        if ok and case != "floor" and words[words.index("DONE") + 1] != case:
+        artifact = words[words.index("DONE") + 1] if ok and case != "floor" else None
+        if artifact is not None and artifact != case:
             ok = False  # another artifact than the one measured
         return {"ok": ok, "device_ms": int(words[-1]) if ok else None, "wall_s": wall,
                 "handshakes": self.srv.httpd.tls_sessions - hs0, "nvs_writes": _nvs_writes[0] - nvs0,
@@ -283,7 +286,7 @@ def _median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2.0
 
 
-def time_rounds(world, rounds, cases=("floor", "raw", "zlib", "delta")):
+def time_rounds(world, rounds, cases=("floor", "raw", "zlib", "delta", "rdelta")):
     """Interleaved rounds: every case once per round, in order. Returns {case: [run dicts]}."""
     runs = {c: [] for c in cases}
     for i in range(rounds):
@@ -361,7 +364,7 @@ def print_targets(t, size):
     print("| path | device time (ms) | x floor (paired median) | process wall (s) | x floor | TLS handshakes | NVS writes | artifact bytes downloaded |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     names = {"floor": "floor", "raw": "signed update, raw artifact", "zlib": "signed update, zlib artifact",
-             "delta": "signed update, delta artifact"}
+             "delta": "signed update, delta artifact", "rdelta": "signed update, relocation-aware delta (rdelta)"}
     for r in t["time"]:
         print("| %s | %d | %.2f | %.3f | %.2f | %s | %s | %s |" % (
             names[r["case"]], r["device_ms"], r["ratio"], r["wall_s"], r["wall_ratio"],
