@@ -17,11 +17,14 @@ APP_JOURNAL = "ota-app.journal"  # ota.apptree.JOURNAL: app bundle code is loade
 # Reasons that are the network's fault: retried with backoff. Everything else is a refusal.
 _TRANSIENT = ("source_error", "truncated", "timeout", "stalled", "connect", "network", "tls", "dns",
               "bad_response", "http_500", "http_502", "http_503", "http_504", "http_429", "not_found",
-              "http_404", "flash_error", "out_of_memory", "internal_error", "clock_unset")
+              "http_404", "flash_error", "out_of_memory", "internal_error", "clock_unset", "artifact_held")
 
 # A new image's server check (part of its self-test) is tried this many times, 1 s then 2 s apart,
 # when it fails for the network's reasons: one dropped connection must not roll back a good release.
 SERVER_CHECK_TRIES = 3
+# Boots of a new image that could not judge it (no clock: NTP unreachable) before it is rolled back
+# anyway, as a network failure (not counted against the release).
+UNDECIDED_BOOTS = 3
 
 
 def _transient(reason):
@@ -39,7 +42,9 @@ class Agent:
         """self_test(): your checks, truthy when the firmware works. connect(): bring the network
         up (truthy when connected). power_ok(): truthy when there is energy for an update now."""
         self.config_path = config_path
-        self.cfg = config.load(config_path)
+        self.config_error = None
+        self.cfg = dict(config.DEFAULTS)
+        self._load_settings()
         self.self_test = self_test
         self.connect = connect
         self.power_ok = power_ok
@@ -47,6 +52,17 @@ class Agent:
         self.retry_after = None
         self.wake_pending = False
         self._http = None  # (settings it was made for, HttpFetcher): see _fetcher
+
+    def _load_settings(self):
+        # Read at every check, so a change made elsewhere (a key revoked by another agent,
+        # ota.config from the REPL) is in force at once. Unreadable settings do not stop the agent:
+        # the image on probation is still judged (and fails), checks are refused as bad_config.
+        try:
+            self.cfg = config.load(self.config_path)
+            self.config_error = None
+        except OTAError as e:
+            self.config_error = e
+            print("ota: %s" % e)
 
     # --- reports
 
@@ -208,10 +224,13 @@ class Agent:
     def _check_now(self, reboot, overrides):
         from . import update
 
+        self._load_settings()
+        self.retry_after = None
+        if self.config_error is not None:
+            return self._refused(self.config_error)
         cfg = dict(self.cfg)
         for k in overrides:
             cfg[k] = config.check_value(k, overrides[k])
-        self.retry_after = None
         if not cfg["source"]:
             self.log("failed", reason="no_source")
             print("ota: no update source configured: ota.config.set('source', 'https://.../stable.json')")
@@ -346,6 +365,8 @@ class Agent:
         from . import update
 
         try:
+            if self.config_error is not None:
+                return False, "the settings cannot be read: %s" % self.config_error
             if self.self_test is not None and not self.self_test():
                 return False, "self-test failed"
             if self.connect is not None and not self.connect():
@@ -379,9 +400,9 @@ class Agent:
         target = rec.get("version") if rec else None
         ledger.report_later({"event": "rolled_back", "reason": why[:120], "target_version": target})
         self.log("rolled_back", reason=why[:120], target_version=target)
-        ledger.set_probe(None)
         try:
-            bootstate.rollback(why, own)
+            bootstate.rollback(why, own)  # judges the image before set_boot; the boot counter of
+            # another slot is dropped at the next boot (a cut before the reset retries the rollback)
         except OTAError as e:
             # Nothing it may go back to (no valid previous image, or one below the anti-rollback
             # counter): the image that runs is the best this board has. Keep it, and say so.
@@ -440,6 +461,12 @@ class Agent:
                 pass
             fresh = False
         if probe is None and not fresh:
+            rec = ledger.running()
+            if rec is not None and rec["judged"] and not rec["ok"]:
+                # It failed here and still runs: its rollback was cut short (a power cut after it
+                # was judged). Finish it; if there is nothing to go back to, keep it on probation.
+                if not self._rollback("its rollback was interrupted", own=False):
+                    return self._keep_unconfirmed(run, None, "its rollback was interrupted")
             self._settle(run, True)
             if app is not None and app.settle() == "swapped" and app.pending():
                 return self._confirm_app(app)
@@ -453,9 +480,12 @@ class Agent:
                 return None  # not reached: the rollback resets
         ok, why = self._self_test_ok()
         if ok is None:
-            return self._undecided(run, probe, why)
-        if not ok:
-            self._rollback(why, why.startswith("self-test"))
+            probe = self._undecided(run, probe, why)
+            if probe["undecided"] <= UNDECIDED_BOOTS:
+                return "unconfirmed"
+            ok, why = False, "not judged in %d boots: %s" % (UNDECIDED_BOOTS, why)
+        if not ok and not self._rollback(why, why.startswith("self-test")):
+            return self._keep_unconfirmed(run, probe, why)
         if probe is not None:
             ledger.set_probe(None)
             self._settle(run, True)
@@ -475,12 +505,13 @@ class Agent:
             ledger.report_later({"event": "rolled_back", "reason": "bootloader_refused", "message": msg})
 
     def _undecided(self, run, probe, why):
-        # Not judged this boot (clock_unset): neither confirmed nor rolled back, and the boot is not
-        # counted. The bootloader's single-shot rollback would undo a good release at the next
-        # reset for it: the agent's boot counter takes over (as with boot_retry_limit > 1) and the
-        # next boot judges again.
+        # Not judged this boot (clock_unset): neither confirmed nor rolled back, and the boot does
+        # not count as a failed try. The bootloader's single-shot rollback would undo a good release
+        # at the next reset for it: the agent's boot counter takes over (as with boot_retry_limit
+        # > 1) and the next boot judges again, at most UNDECIDED_BOOTS times. Returns the counter.
         if probe is None:
-            ledger.set_probe({"slot": slot.label(run), "tries": 0})
+            probe = {"slot": slot.label(run), "tries": 0, "undecided": 1}
+            ledger.set_probe(probe)
             try:
                 import esp32
 
@@ -489,7 +520,24 @@ class Agent:
                 pass
         else:
             probe["tries"] -= 1
+            probe["undecided"] = probe.get("undecided", 0) + 1
             ledger.set_probe(probe)
+        self.log("unconfirmed", reason=why[:120])
+        return probe
+
+    def _keep_unconfirmed(self, run, probe, why):
+        # It failed and there is nothing it may go back to: it keeps running, on probation (judged
+        # at every boot, confirmed once its self-test passes: never before, so a failed release
+        # never raises the anti-rollback counter). The bootloader's own rollback is cancelled, or
+        # its next reset would leave the board with no image it may boot.
+        if probe is None:
+            ledger.set_probe({"slot": slot.label(run), "tries": 0})
+            try:
+                import esp32
+
+                esp32.Partition.mark_app_valid_cancel_rollback()
+            except OSError:
+                pass
         self.log("unconfirmed", reason=why[:120])
         return "unconfirmed"
 

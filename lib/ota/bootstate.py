@@ -30,19 +30,30 @@ def pending_verify():
 
 
 def previous_slot(run=None):
-    """The partition that boots if the running image is rolled back, or None."""
-    run = run or slot.running()
+    """The partition to roll back to, or None: the one the newest usable otadata entry (other than
+    the running one's) names, else another OTA slot that holds an image (a power cut can erase an
+    otadata copy without touching the image it named), else the factory app."""
+    return _target(run or slot.running())[0]
+
+
+def _target(run):
+    # (partition, whether the bootloader falls back to it by itself when the running image's entry
+    # is aborted: an otadata entry names it)
     ents = otadata.entries()
+    slots = slot.ota_slots()
     if ents is not None:
-        slots = slot.ota_slots()
         for seq, _, usable, _ in sorted(ents, key=lambda e: -e[0]):
             if not usable:
                 continue
             cand = slots[(seq - 1) % len(slots)]
             if not slot.same(cand, run):
-                return cand
+                return cand, True
+    head = bytearray(16)
+    for cand in slots:
+        if not slot.same(cand, run) and slot.chip_id(cand, head) is not None:
+            return cand, False
     fac = slot.factory()
-    return fac if fac is not None and not slot.same(fac, run) else None
+    return (fac, False) if fac is not None and not slot.same(fac, run) else (None, False)
 
 
 def rollback(reason="requested", remember=True):
@@ -52,7 +63,7 @@ def rollback(reason="requested", remember=True):
     remember: count it as a failure of the unconfirmed running image (ledger.KNOWN_BAD_AFTER);
     False when the cause may be the network, not the release."""
     run = slot.running()
-    prev = previous_slot(run)
+    prev, named = _target(run)
     if prev is None:
         raise OTAError("no_rollback_target", "there is no previous image to roll back to")
     _may_run_again(prev)
@@ -62,10 +73,11 @@ def rollback(reason="requested", remember=True):
     except OTAError as e:
         raise OTAError("no_rollback_target", "the previous image in %s is not valid (%s)" % (slot.label(prev), e.message))
     print("ota: rolling back from %s to %s: %s" % (slot.label(run), slot.label(prev), reason))
-    ledger.failed(run, remember)  # counted (or excused) here: reconcile must not count it again
-    if running_state(run) != otadata.PENDING_VERIFY:
-        # Confirmed image, or a bootloader without app rollback: point the bootloader back ourselves.
-        # (While PENDING_VERIFY the reset alone rolls back, with no flash write of ours.)
+    ledger.failed(run, remember)  # counted (or excused) here, before the boot choice changes
+    if not named or running_state(run) != otadata.PENDING_VERIFY:
+        # Confirmed image, a bootloader without app rollback, or a target no otadata entry names:
+        # point the bootloader back ourselves. (While PENDING_VERIFY with the previous image named,
+        # the reset alone rolls back, with no flash write of ours.)
         try:
             prev.set_boot()
         except OSError as e:
@@ -141,28 +153,29 @@ def reconcile(run=None, confirmed_now=False, at_boot=False):
         if ledger.stale(part, rec):
             ledger.drop(part)  # the slot holds another build now (flashed by cable)
             continue
-        if rec.get("ok") or slot.same(part, run):
+        if rec["ok"] or slot.same(part, run):
             continue  # a confirmed release (a rollback target), or the one that runs
         st = otadata.slot_state(ents, slot.ota_index(part), len(slots)) if ents else None
-        if st in (otadata.ABORTED, otadata.INVALID):
+        selected = slot.same(boot, part)  # set_boot happened: only then can it be the boot choice
+        if not rec["bootable"] and not selected:
+            ledger.drop(part)  # a cut before set_boot (or before it was noted): not a failure
+        elif st in (otadata.ABORTED, otadata.INVALID):
             # Rolled back by the bootloader: the image reset before it confirmed itself (a crash,
             # a watchdog, a power cut in its first boot). That counts against it, or a release that
             # crashes at boot would be installed and rolled back at every check, for ever.
-            ledger.count_failure(rec)
-            ledger.drop(part)
-        elif slot.same(boot, part) and (st == otadata.PENDING_VERIFY or (at_boot and _after_reset())):
+            ledger.failed(part)
+        elif selected and (st == otadata.PENDING_VERIFY or (at_boot and _after_reset())):
             # Selected but not running: the bootloader refused to load it (PENDING_VERIFY on a slot
             # that does not run exists only then). Point the boot back, or every check would wait
             # for a reboot that never runs it.
-            ledger.count_failure(rec)
-            ledger.drop(part)
+            ledger.failed(part)
             try:
                 run.set_boot()
             except OSError:
                 pass  # the running image is valid: ESP-IDF only refuses an invalid one
             outcome = "refused"
-        elif not slot.same(boot, part):
-            ledger.drop(part)  # never became bootable (a power cut before set_boot): not a failure
+        # else: it booted and was rolled back by our own rollback(), which judged it: its record
+        # stays (what the slot holds; unconfirmed, so no rollback target)
     return outcome
 
 

@@ -103,12 +103,13 @@ def load(path=PATH):
         return cfg
     if size > MAX_BYTES:
         raise OTAError("bad_config", "%s is %d bytes, over %d" % (path, size, MAX_BYTES))
-    with fs.open(path, "r") as f:
-        text = f.read(MAX_BYTES)
     try:
-        data = json.loads(text)
-    except ValueError:
+        with fs.open(path, "rb") as f:
+            data = json.loads(f.read(MAX_BYTES).decode())
+    except (ValueError, UnicodeError):  # not UTF-8, not JSON
         raise OTAError("bad_config", "%s is not valid JSON" % path)
+    except OSError as e:
+        raise OTAError("bad_config", "cannot read %s: %s" % (path, e))
     if not isinstance(data, dict):
         raise OTAError("bad_config", "%s must hold a JSON object" % path)
     for k in data:

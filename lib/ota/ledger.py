@@ -4,35 +4,43 @@
 # writes an i32 as one entry: a power cut leaves it old or new. A blob it can lose when a cut falls
 # between a new version's data and its index (espsim.nvs, idf_quirks), so a blob that matters is
 # never rewritten in place: written once after its key was erased, or kept in two keys. The ones
-# rewritten (jrnl, bad, rep) cost at most a re-download, a failure count or a report when lost.
+# rewritten (jrnl, bad, rep, wf) cost at most a re-download, a failure count, a report or a hold
+# when lost.
 #
 # Which release runs is never stored as such: it is the record of the slot the bootloader booted.
 #   r0, r1, rf  blob  the signed release the image in ota_0 / ota_1 / factory is, written once:
 #                     {"version", "security_version", "image_sha256", "manifest_sha256", "channel",
 #                      "keys", "elf": the image's ELF SHA-256 prefix}
-#   f0, f1, ff  i32   its flags: 1 "ok" once it confirmed itself here, 2 "judged" once its failure
-#                     was counted
+#   f0, f1, ff  i32   its flags: 4 "bootable" once set_boot chose it, 1 "ok" once it confirmed
+#                     itself here, 2 "judged" once its failure was counted
 #         forget()    erased before the first block of another image is written into the slot
 #         staged()    written once the image is verified in the slot, BEFORE set_boot
-#         confirmed() ok = 1 after the image passed its self-test; raises the counter
-#         failed()    judged = 1 (one failure counted in "bad" unless excused)
+#         bootable()  after set_boot
+#         confirmed() the counter raised to its security version, then ok = 1, after the image
+#                     passed its self-test
+#         failed()    judged = 1 (one failure counted in "bad" unless excused); the record stays: it
+#                     names what the slot holds, and an unconfirmed record is no rollback target
 #         drop()      at boot, by ota.bootstate.reconcile, which applies the bootloader's verdict:
-#                     a record whose slot never became bootable is dropped (no failure); one the
-#                     bootloader aborted or refused counts one failure, then is dropped (a refused
-#                     one also points the boot back at the running slot); a record whose slot
-#                     holds another build now (flashed by cable) is dropped
+#                     a record whose slot never became bootable (a cut before set_boot, or
+#                     before bootable()) is dropped (no failure); one the bootloader aborted or refused is failed()
+#                     (a refused one also points the boot back at the running slot); a record whose
+#                     slot holds another build now (flashed by cable) is dropped
 # A slot may run again (ota.rollback) only when its record is a confirmed release not below the
 # counter, or, before any counter, when it has no record (a board flashed by cable).
 #   secver i32  anti-rollback counter: the highest security_version confirmed here
 #   rb     i32  once seen: 1 the bootloader has app rollback, 0 the firmware not, 2 an old bootloader
-#   bad    blob image SHA-256, version and failure count of the last release that failed here
-#   s0, s1 blob channel, board, version and signed `created` of the newest manifests meant for this
-#               device, the older copy rewritten: one signed before is a replay (ota.policy)
+#   bad    blob image SHA-256, version and failure counts (own "n", network-excused "x") of the last
+#               release that failed here
+#   s0, s1 blob per channel (the last 4 followed) the version and signed `created` of the newest
+#               manifest meant for this device, in two copies (the older one rewritten): one signed
+#               before is a replay (ota.policy)
 #   jrnl   blob the raw download in progress: manifest, artifact, slot, ETag (bounded)
 #   jat    i32  blocks of it in the slot (every journal_every() bytes) << 8 | a byte of the artifact's
 #               SHA-256 (one left by another download is not taken): re-hashed before use
 #   probe  i32  boots of an unconfirmed image so far (the agent's boot retry limit), with its slot
+#               and the boots that could not judge it (no clock)
 #   rep    blob a report to send once the network is up (a rollback, sent by the previous image)
+#   wf     blob an artifact that failed after it was written, and the checks it is left aside
 from . import slot, state
 from .compat import const
 from .errors import OTAError
@@ -42,6 +50,10 @@ from .errors import OTAError
 JOURNAL_WRITES = const(10)
 _JOURNAL_MIN = const(65536)
 KNOWN_BAD_AFTER = const(2)  # failures of one image here before the policy refuses it ("known_bad")
+# ... or rollbacks the network may have caused (its server check, its clock): more than the
+# network alone would cause (an attacker on path withholds updates anyway; a new image resets it),
+# and a release that breaks the network is not installed and rolled back for ever (O4).
+EXCUSED_AFTER = const(5)
 _MAX_ETAG = const(64)  # a longer validator is not kept: the resume then relies on the image hash
 _RECORD = ("version", "security_version", "image_sha256", "manifest_sha256", "channel", "keys")
 
@@ -65,6 +77,7 @@ def _elf(part):
 # judged) lives in an i32 (see the top of this file).
 _OK = const(1)
 _JUDGED = const(2)
+_BOOTABLE = const(4)
 
 
 def raw(part):
@@ -74,6 +87,7 @@ def raw(part):
         flags = state.get_int(_key(part, "f"), 0)
         rec["ok"] = flags & _OK
         rec["judged"] = 1 if flags & _JUDGED else 0
+        rec["bootable"] = 1 if flags & _BOOTABLE else 0
     return rec
 
 
@@ -140,6 +154,12 @@ def staged(part, summary):
     state.set_json(_key(part), rec)
 
 
+def bootable(part):
+    """set_boot() made the image in `part` the boot choice: from now on an ABORTED otadata entry of
+    its slot is its own (not one left by an earlier image there)."""
+    _flag(part, _BOOTABLE)
+
+
 def provisioned(summary, part=None):
     """A board that left the factory running a known signed release (tests, provisioning)."""
     part = part or slot.running()
@@ -155,12 +175,15 @@ def confirmed(part):
     """The image in `part` passed its self-test here: its release is trusted to run, and nothing
     below its security version may run again."""
     rec = release(part)
-    if rec is None or rec["ok"]:
+    if rec is None:
         return
-    _flag(part, _OK)
+    # The counter first: a cut between the two writes leaves the record unconfirmed (confirmed
+    # again at the next boot), never confirmed below its counter.
     sv = rec.get("security_version", 0)
     if sv > security_counter():
         state.set_int("secver", sv)
+    if not rec["ok"]:
+        _flag(part, _OK)
 
 
 def security_counter():
@@ -174,24 +197,66 @@ def failed(part, remember=True):
     rec = raw(part)
     if rec is None or rec["ok"] or rec["judged"]:
         return
-    if remember:
-        count_failure(rec)
+    _count_failure(rec, remember)
     _flag(part, _JUDGED)
 
 
-def count_failure(rec):
-    """One failure of the release `rec` here, unless it was judged already."""
+def _count_failure(rec, own=True):
+    """One failure of the release `rec` here (own: its own; else one the network may have caused),
+    unless it was judged already."""
     if rec.get("judged"):
         return
     bad = state.get_json("bad") or {}
-    n = bad.get("n", 0) + 1 if bad.get("image_sha256") == rec.get("image_sha256") else 1
-    state.set_json("bad", {"image_sha256": rec.get("image_sha256"), "version": rec.get("version"), "n": n})
+    if bad.get("image_sha256") != rec.get("image_sha256"):
+        bad = {"image_sha256": rec.get("image_sha256"), "version": rec.get("version"), "n": 0, "x": 0}
+    bad["n" if own else "x"] = bad.get("n" if own else "x", 0) + 1
+    state.set_json("bad", bad)
+
+
+def install_failed(m):
+    """ESP-IDF refused release `m`'s verified image at set_boot here (a chip revision it needs, say):
+    one failure of the release, as if it had failed its self-test."""
+    import binascii
+
+    _count_failure({"image_sha256": binascii.hexlify(m.image_sha256).decode(), "version": m.version})
+
+
+# An artifact that failed by itself after it was written into the slot (a mirror serving other
+# bytes under its name, a patch that does not produce the image, an image ESP-IDF refuses): the
+# next 2^(n+1) - 1 checks after its n-th failure take another artifact or wait, or every check
+# would erase and rewrite the whole slot (flash wear). {"a": 16 hex of its SHA-256, "n", "s"}.
+def hold():
+    """{"a", "n", "s"}: the artifact on hold and the checks it still skips, or None."""
+    h = state.get_json("wf")
+    return h if h is not None and h.get("s", 0) > 0 else None
+
+
+def held_once(h):
+    """One check passed the artifact on hold by."""
+    h["s"] -= 1
+    state.set_json("wf", h)
+
+
+def artifact_failed(sha):
+    import binascii
+
+    a = binascii.hexlify(sha[:8]).decode()
+    h = state.get_json("wf")
+    n = h["n"] + 1 if h is not None and h.get("a") == a else 1
+    state.set_json("wf", {"a": a, "n": n, "s": min((2 << n) - 1, 255)})
+
+
+def hold_clear():
+    if state.get_json("wf") is not None:
+        state.erase("wf")
 
 
 def known_bad():
     """SHA-256 (hex) of an image that failed here KNOWN_BAD_AFTER times, or None."""
     bad = state.get_json("bad")
-    return bad.get("image_sha256") if bad and bad.get("n", 0) >= KNOWN_BAD_AFTER else None
+    if bad and (bad.get("n", 0) >= KNOWN_BAD_AFTER or bad.get("x", 0) >= EXCUSED_AFTER):
+        return bad.get("image_sha256")
+    return None
 
 
 def migrate(run):
@@ -206,44 +271,49 @@ def migrate(run):
             if key != "pend":
                 _flag(part, _OK)
         state.erase(key)
-    state.erase("seen")  # its channel is unknown: the next manifest starts the replay records again
+    if state.get_json("seen") is not None:
+        state.erase("seen")  # its channel is unknown: the next manifest starts the replay records again
 
 
 # --- replays ---------------------------------------------------------------------------------------
 
-_SEEN = ("s0", "s1")  # two keys, the older one rewritten: a cut never loses the newest (see above)
+# The newest signed `created` per channel (the last few channels followed), in two copies with a
+# generation: the newer copy is kept, the older one rewritten, so a cut never loses the newest.
+# Only manifests meant for this device (its chip and board) are recorded, so a change of the
+# board setting does not reset it.
+_SEEN = ("s0", "s1")
+_SEEN_CHANNELS = const(4)
 
 
-def _seen_all():
-    out = []
-    for k in _SEEN:
-        s = state.get_json(k)
-        out.append(s if s is not None and "t" in s else None)
-    return out
+def _seen_table():
+    # (index of the newer copy or -1, its generation, its entries [[channel, version, created]])
+    best, gen, entries = -1, -1, []
+    for i in (0, 1):
+        s = state.get_json(_SEEN[i])
+        if isinstance(s, dict) and isinstance(s.get("e"), list) and isinstance(s.get("g"), int) and s["g"] > gen:
+            best, gen, entries = i, s["g"], s["e"]
+    return best, gen, entries
 
 
-def seen(channel, board):
-    """{"v", "t"}: version and signed `created` of the newest manifest seen for this channel and
-    board, or None."""
-    best = None
-    for s in _seen_all():
-        if s is not None and s.get("c") == channel and s.get("b") == board and (best is None or s["t"] > best["t"]):
-            best = s
-    return best
+def seen(channel):
+    """{"v", "t"}: version and signed `created` of the newest manifest seen for `channel`, or None."""
+    for e in _seen_table()[2]:
+        if e[0] == channel:
+            return {"v": e[1], "t": e[2]}
+    return None
 
 
-def saw(m, channel, board):
+def saw(m, channel):
     """A verified manifest meant for this device: remember it when it is the newest so far."""
-    a, b = _seen_all()
-    newest = seen(channel, board)
-    if newest is not None and m.created <= newest["t"]:
-        return
-    # Keep the newest copy for this channel and board; overwrite the other (else the empty or older).
-    if newest is not None:
-        k = _SEEN[1] if newest is a else _SEEN[0]
-    else:
-        k = _SEEN[0] if a is None or (b is not None and a["t"] <= b["t"]) else _SEEN[1]
-    state.set_json(k, {"c": channel, "b": board, "v": m.version, "t": m.created})
+    i, gen, entries = _seen_table()
+    table = [[channel, m.version, m.created]]
+    for e in entries:
+        if e[0] == channel:
+            if m.created <= e[2]:
+                return
+        elif len(table) < _SEEN_CHANNELS:
+            table.append(e)
+    state.set_json(_SEEN[1 if i == 0 else 0], {"g": gen + 1, "e": table})
 
 
 # --- the download journal ------------------------------------------------------------------------
@@ -292,16 +362,17 @@ def journal_clear():
 # --- the agent's boot bookkeeping ------------------------------------------------------------------
 
 def probe(run):
-    """{"slot", "tries"}: boots of the unconfirmed running image so far, or None. One i32
-    ((OTA index + 1) << 8 | tries): if it were lost, an image on probation would pass for confirmed."""
+    """{"slot", "tries", "undecided"}: boots of the unconfirmed running image so far, and how many
+    of them could not judge it (clock_unset), or None. One i32 ((OTA index + 1) << 16 | undecided
+    << 8 | tries): if it were lost, an image on probation would pass for confirmed."""
     v = state.get_int("probe")
     if v is None:
         return None
     i = slot.ota_index(run)
-    if i is None or v >> 8 != i + 1:
+    if i is None or v >> 16 != i + 1:
         state.erase("probe")  # a rolled-back image's counter
         return None
-    return {"slot": slot.label(run), "tries": v & 0xFF}
+    return {"slot": slot.label(run), "tries": v & 0xFF, "undecided": (v >> 8) & 0xFF}
 
 
 def set_probe(p):
@@ -311,7 +382,7 @@ def set_probe(p):
         part = slot.by_label(p["slot"])
         i = slot.ota_index(part) if part is not None else None
         if i is not None:
-            state.set_int("probe", (i + 1) << 8 | min(p.get("tries", 0), 0xFF))
+            state.set_int("probe", (i + 1) << 16 | min(p.get("undecided", 0), 0xFF) << 8 | min(p.get("tries", 0), 0xFF))
 
 
 def report_later(doc):

@@ -9,11 +9,12 @@
 #   now             trusted Unix time, or None: expiry is only judged with a trusted clock,
 #                   never signature trust
 #   allow_downgrade True to accept an older version (security_version still applies)
-#   micropython, idf  versions of the running firmware where known, for "requires"
+#   micropython, idf  versions of the running firmware, for "requires" (idf: as the running image's
+#                   descriptor states it, None without one; micropython None off a device)
 #   device_id       for staged rollout
 #   known_bad       SHA-256 (hex) of an image that failed its self-test here (ledger.KNOWN_BAD_AFTER times)
-#   seen            {"v", "t"}: version and signed `created` of the newest manifest seen for this
-#                   channel and board (ledger.seen), or None
+#   seen            {"v", "t"}: version and signed `created` of the newest manifest meant for this
+#                   device seen on its channel (ledger.seen), or None
 import binascii
 import hashlib
 
@@ -66,7 +67,7 @@ def check(m, facts):
         raise OTAError("wrong_channel", "release %s is on channel %s, this device follows %s" % (m.version, m.channel, channel))
     seen = facts.get("seen")
     if seen and m.created < seen.get("t", 0):
-        # Signed before the newest manifest already seen for this channel and board, whatever its
+        # Signed before the newest manifest already seen for this device and channel, whatever its
         # version: a mirror replaying it would undo a halt, a narrowed rollout or a newer release
         # (`ota-tool rollout` and `release` raise `created` whenever they sign again).
         raise OTAError("replayed", "this manifest of %s was signed before one already seen here (%s, created %d < %d): "
@@ -96,10 +97,14 @@ def check(m, facts):
     for what in ("micropython", "idf"):
         need = m.requires.get(what)
         have = facts.get(what)
-        if need is not None and have is not None:
-            n, h = _loose_key(need), _loose_key(have)
-            if n is None or h is None or h < n:
-                raise OTAError("requires_" + what, "release %s needs %s >= %s, this device has %s" % (m.version, what, need, have))
+        if need is None or (have is None and what == "micropython"):
+            continue  # (no MicroPython version: the host's tools judging a release, not a device)
+        # Fails closed: an ESP-IDF version the running image does not state, or states in a form
+        # that is no version ("HEAD-HASH-NOTFOUND" outside a git checkout), does not meet it.
+        n, h = _loose_key(need), _loose_key(have)
+        if n is None or h is None or h < n:
+            raise OTAError("requires_" + what, "release %s needs %s >= %s, this device has %s" % (
+                m.version, what, need, have or "an unknown version"))
     if m.rollout_percent < 100:
         if rollout_bucket(facts.get("device_id") or "", m.rollout_salt) >= m.rollout_percent * 100:
             raise OTAError("not_in_rollout", "release %s is rolled out to %d%% of devices, not yet this one" % (

@@ -29,20 +29,27 @@ class Checked:
         self.size = size
         self.sha256 = sha256 if not start else None
         self.got = start
+        self.broken = False
         self._sha = hashlib.sha256()
 
     def readinto(self, buf):
-        n = self.body.readinto(buf)
+        try:
+            n = self.body.readinto(buf)
+        except OTAError:
+            self.broken = True  # the network's (or the source's) failure, not the artifact's
+            raise
         if n:
             self.got += n
             if self.received is not None:
                 self.received[0] += n
             if self.got > self.size:
+                self.broken = True
                 raise OTAError("too_long", "the artifact is longer than its signed %d bytes" % self.size)
             if self.sha256 is not None:
                 self._sha.update(buf if n == len(buf) else memoryview(buf)[:n])
             return n
         if self.got != self.size:
+            self.broken = True
             raise OTAError("truncated", "the artifact ended after %d of %d bytes" % (self.got, self.size))
         if self.sha256 is not None and self._sha.digest() != self.sha256:
             raise OTAError("artifact_hash_mismatch", "the downloaded artifact is not the signed one")
@@ -103,11 +110,12 @@ def running_board(desc):
 
 
 def _idf_version(v):
-    # The ESP-IDF the running image was built with, for "requires.idf": "v5.2.2-dirty" -> "5.2.2".
-    if not v or not v.startswith("v"):
+    # The ESP-IDF the running image was built with, for "requires.idf": "v5.2.2-dirty" -> "5.2.2";
+    # what is no version ("HEAD-HASH-NOTFOUND") is kept as it is, and the policy refuses it.
+    if not v:
         return None
-    v = v[1:].split("-")[0]
-    return v if v.replace(".", "").isdigit() and 1 <= v.count(".") <= 2 else None
+    core = (v[1:] if v[0] == "v" else v).split("-")[0]
+    return core if core.replace(".", "").isdigit() and 1 <= core.count(".") <= 2 else v
 
 
 def _running_image_sha(run, buf):
@@ -130,15 +138,19 @@ def _fits(a):
 DELTAS = ("delta", "rdelta")
 
 
-def choose(m, run, buf, prefer_delta=True):
+def choose(m, run, buf, prefer_delta=True, avoid=None):
     """(artifact, base length or None): a delta whose base is the running image, else the
-    smallest full artifact; only artifacts this device can decompress."""
-    full = [a for a in m.artifacts if a.encoding not in DELTAS and _fits(a)]
+    smallest full artifact; only artifacts this device can decompress, and not `avoid` (one on
+    hold, see ledger.hold)."""
+    full = [a for a in m.artifacts if a.encoding not in DELTAS and _fits(a) and a is not avoid]
+    if not full and avoid is not None:
+        raise OTAError("artifact_held", "release %s: its artifact failed after download here; it is retried "
+                       "after a few checks (a mirror serving other bytes, or a broken release)" % m.version)
     if not full:
         raise OTAError("window_too_large", "release %s has no full artifact this device can decompress: each needs "
                        "a window over its limit; publish it with wbits <= 12 (the default) or a raw image" % m.version)
     full.sort(key=lambda a: a.size)
-    deltas = [a for a in m.artifacts if a.encoding in DELTAS and _fits(a)]
+    deltas = [a for a in m.artifacts if a.encoding in DELTAS and _fits(a) and a is not avoid]
     deltas.sort(key=lambda a: a.size)  # the smallest patch from the running image
     if prefer_delta and deltas:
         try:
@@ -166,17 +178,17 @@ def check(fetcher, manifest_url, trust, facts=None, verify=True):
 
     m = fetch_verified(fetcher, manifest_url, trust, verify)
     f = device_facts(facts)
-    channel, board = f.get("channel") or m.channel, f.get("board")
+    channel = f.get("channel") or m.channel
     if verify:
-        f["seen"] = ledger.seen(channel, board)
+        f["seen"] = ledger.seen(channel)
     try:
         policy.check(m, f)
     except OTAError as e:
         if verify and e.reason not in policy.NOT_FOR_THIS_DEVICE:
-            ledger.saw(m, channel, board)  # e.g. a halt: a replay of what was signed before is refused
+            ledger.saw(m, channel)  # e.g. a halt: a replay of what was signed before is refused
         raise
     if verify:
-        ledger.saw(m, channel, board)
+        ledger.saw(m, channel)
     return m
 
 
@@ -251,15 +263,27 @@ def install_release(fetcher, manifest_url, m, progress=None, buf=None, room=None
     or compressed artifact that does not produce the signed image is replaced, once, by a full one."""
     buf = buf or bytearray(BLOCK)
     run = slot.running()
-    art, base_len = choose(m, run, buf)
+    hold = ledger.hold()
+    avoid = None
+    for a in m.artifacts if hold is not None else ():
+        if _hex(a.sha256[:8]) == hold["a"]:
+            avoid = a
+    if avoid is not None:
+        ledger.held_once(hold)
+    art, base_len = choose(m, run, buf, avoid=avoid)
     try:
         result = _install_artifact(fetcher, manifest_url, m, run, art, base_len, progress, buf, room)
     except OTAError as e:
-        full = _fallback(m, art, e)
+        _failed(art, e)
+        full = _fallback(m, art, e, avoid)
         if full is None:
             raise
         print("ota: the %s artifact of %s failed (%s): the full image instead" % (art.encoding, m.version, e))
-        result = _install_artifact(fetcher, manifest_url, m, run, full, None, progress, buf, room)
+        try:
+            result = _install_artifact(fetcher, manifest_url, m, run, full, None, progress, buf, room)
+        except OTAError as e:
+            _failed(full, e)
+            raise
         result["fallback_from"] = art.encoding
         art = full
     from .install import make_bootable
@@ -268,9 +292,14 @@ def install_release(fetcher, manifest_url, m, progress=None, buf=None, room=None
     ledger.staged(target, m.summary())  # durable before the boot choice changes
     try:
         make_bootable(target)
-    except OTAError:
+    except OTAError as e:
         ledger.forget(target)  # ESP-IDF refused it: the record must not name what will not boot
+        ledger.install_failed(m)  # the signed image itself: counted like a failed self-test
+        _failed(art, e)
         raise
+    ledger.bootable(target)
+    if hold is not None:
+        ledger.hold_clear()
     result["version"] = m.version
     result["artifact"] = art.encoding
     return result
@@ -285,11 +314,23 @@ _RESUME_BROKEN = ("range_mismatch", "range_not_satisfiable", "bad_resume", "hash
                   "length_mismatch")
 
 
-def _fallback(m, art, e):
+def _its_own(e):
+    # Whether a failure says something against the artifact (not the network, not the device).
+    return e.reason not in _NOT_THE_ARTIFACT and not e.reason.startswith("http_5")
+
+
+def _failed(art, e):
+    # After bytes of it went into the slot (an HTTP status or a missing file comes before any):
+    # it is left aside for a few checks, or a mirror could have the slot rewritten at every one.
+    if e.reason == "set_boot_failed" or (_its_own(e) and not e.reason.startswith("http_") and e.reason != "not_found"):
+        ledger.artifact_failed(art.sha256)
+
+
+def _fallback(m, art, e, avoid=None):
     # The full artifact to use when a delta or compressed one failed by itself, else None.
-    if art.encoding == "raw" or e.reason in _NOT_THE_ARTIFACT or e.reason.startswith("http_5"):
+    if art.encoding == "raw" or not _its_own(e):
         return None
-    full = [a for a in m.artifacts if a.encoding not in DELTAS and a is not art and _fits(a)]
+    full = [a for a in m.artifacts if a.encoding not in DELTAS and a is not art and a is not avoid and _fits(a)]
     if not full:
         return None
     for a in full:
@@ -321,7 +362,7 @@ def _install_artifact(fetcher, manifest_url, m, run, art, base_len, progress, bu
     attempt = 0
     restarted = False
     while True:
-        body = None
+        body = checked = None
         try:
             body = fetcher.open(url, resume, art.size, etag)
             if body.offset != resume:
@@ -329,12 +370,18 @@ def _install_artifact(fetcher, manifest_url, m, run, art, base_len, progress, bu
             if raw and (journaled is None or journaled != (body.etag or "")):
                 ledger.journal(ident, body.etag)
                 journaled = body.etag or ""
-            stage = _pipeline(Checked(body, art.size, art.sha256, resume, got), art, m, run, base_len, room)
+            checked = Checked(body, art.size, art.sha256, resume, got)
+            stage = _pipeline(checked, art, m, run, base_len, room)
             result = install(stage, m.image_size, m.image_sha256, resume_from=resume, buf=buf,
                              progress=_journal(progress, tag, ledger.journal_every(m.image_size)) if raw else progress,
                              set_boot=False, boot_follows=True)
             break
         except OTAError as e:
+            if e.reason == "truncated" and not raw and checked is not None and not checked.broken:
+                # The artifact came as far as its decoder read it, and decodes to less than the
+                # image: the artifact's fault, not the network's (a full one is taken instead)
+                e = OTAError("short_output", "the %s artifact decodes to fewer bytes than the %d of the image"
+                             % (art.encoding, m.image_size))
             if resume and not restarted and e.reason in _RESUME_BROKEN:
                 # What the journal said is not what the slot or the server holds: from zero, once.
                 restarted = True
@@ -345,7 +392,7 @@ def _install_artifact(fetcher, manifest_url, m, run, art, base_len, progress, bu
             if not network:
                 ledger.journal_clear()  # nothing worth resuming: the next check starts from zero
             if attempt > RETRIES or not network:
-                raise
+                raise e  # (not a bare raise: e may be the short_output made above)
             resume = e.written if raw else 0
             if body is not None:
                 etag = body.etag

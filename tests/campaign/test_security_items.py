@@ -113,8 +113,10 @@ def test_micropython_tag_in_the_descriptor_is_no_release_version(tmp_path):
     ("v5.2.2-dirty", "5.2.2", "accepted 2.0.0"),
     ("v5.0.4", "5.2.0", "requires_idf"),
     ("v5.1", "v5.2", "requires_idf"),
-    ("", "5.2.0", "accepted 2.0.0"),   # unknown: not judged (as "micropython" on CPython)
-    ("master", "5.2.0", "accepted 2.0.0"),
+    ("5.2.2", "5.2.0", "accepted 2.0.0"),
+    ("", "5.2.0", "requires_idf"),   # unknown: fails closed (issue 14 review)
+    ("master", "5.2.0", "requires_idf"),
+    ("HEAD-HASH-NOTFOUND", "5.2.0", "requires_idf"),
 ])
 def test_requires_idf_is_checked_against_the_running_image(tmp_path, idf_ver, needs, expected):
     w = W.World(str(tmp_path))

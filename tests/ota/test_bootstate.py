@@ -123,6 +123,7 @@ def _install_pending(image):
         target = slot.by_label("ota_1")
         ledger.staged(target, {"version": "2.0.0", "image_sha256": hashlib.sha256(image).hexdigest()})
         install.make_bootable(target)
+        ledger.bootable(target)
         import machine
 
         machine.reset()
@@ -151,11 +152,11 @@ def test_each_failed_first_boot_counts_once(tmp_path, first_boot):
         assert out.booted == "ota_1" and out.kind == sim.RESET
         assert dev.run(lambda: ota.confirm(lambda: True)).booted == "ota_0"  # reconcile runs here
         bad = dev.run(remembered("bad")).value
-        if first_boot == "network_excused":
-            assert bad is None
-        else:
-            assert bad == {"image_sha256": hashlib.sha256(V2).hexdigest(), "version": "2.0.0", "n": attempt}
-        assert dev.run(remembered("r1")).value is None
+        own, excused = (0, attempt) if first_boot == "network_excused" else (attempt, 0)
+        assert bad == {"image_sha256": hashlib.sha256(V2).hexdigest(), "version": "2.0.0", "n": own, "x": excused}
+        # the record stays (what ota_1 holds), judged: counted once, and no rollback target
+        rec = dev.run(lambda: __import__("ota.ledger").ledger.raw(__import__("ota.slot").slot.by_label("ota_1"))).value
+        assert rec["version"] == "2.0.0" and rec["judged"] == 1 and rec["ok"] == 0
 
 
 def test_pending_release_that_never_booted_is_not_counted(tmp_path):
@@ -173,8 +174,10 @@ def test_pending_release_that_never_booted_is_not_counted(tmp_path):
         install.install(io.BytesIO(V2), len(V2), hashlib.sha256(V2).digest(), set_boot=False)
         ledger.staged(slot.by_label("ota_1"), {"version": "2.0.0", "image_sha256": "00" * 32})
         install.make_bootable(slot.by_label("ota_1"))
+        ledger.bootable(slot.by_label("ota_1"))
         slot.running().set_boot()
         bootstate.reconcile()
-        return state.get_json("r1"), state.get_json("bad")
+        rec = ledger.raw(slot.by_label("ota_1"))
+        return rec and (rec["ok"], rec["judged"]), state.get_json("bad")
 
-    assert dev.run(app).value == (None, None)
+    assert dev.run(app).value in ((None, None), ((0, 0), None))  # not confirmed, not counted

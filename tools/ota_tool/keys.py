@@ -114,6 +114,11 @@ def sign(doc, private_keys):
     return b"".join(lines) + body + b"\n"
 
 
+# The highest key-list version signed: above it a device could take too few lists to come (a key
+# list at the top version, 2^31 - 1, could never be replaced: no key could be revoked again).
+KEY_LIST_VERSION_MAX = 0x7FFF0000
+
+
 def key_list(public_keys, version, signers, threshold=1, revoked=()):
     """The signed key-list document devices rotate to: `public_keys` [(name, 32 raw bytes)],
     signed by `signers` (private keys the devices trust NOW), `version` higher than the last one.
@@ -124,6 +129,10 @@ def key_list(public_keys, version, signers, threshold=1, revoked=()):
 
     if not public_keys:
         raise ToolError("a key list needs at least one key")
+    if int(version) > KEY_LIST_VERSION_MAX:
+        raise ToolError("key list version %d leaves no room for the lists that must follow it (a device "
+                        "applies only a higher version, at most %d)" % (int(version), 0x7FFFFFFF),
+                        "number key lists 1, 2, 3...: ota-tool keylist takes the next version by default")
     doc = {"type": "keys", "version": int(version), "threshold": int(threshold),
            "keys": [{"name": name, "key": base64.b64encode(raw).decode()} for name, raw in public_keys],
            "revoked": revocations(revoked)}

@@ -111,6 +111,13 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
                 name = _write_artifact(out_dir, rpatch, "rpatch")
                 extra_arts.append({"url": name, "size": len(rpatch), "sha256": sha256_hex(rpatch),
                                    "encoding": "rdelta", "wbits": wbits, "base_sha256": sha256_hex(base)})
+    name = manifest_name or "%s.json" % channel
+    previous = _previous(os.path.join(out_dir, name))
+    if created is None:
+        # Never below the manifest it replaces: `ota-tool rollout` signs each stage at its created
+        # + 1 (ahead of the clock when stages follow fast), and a device refuses a manifest signed
+        # before the newest it saw (a replay).
+        created = max(int(time.time()), previous.get("created", 0) + 1 if previous else 0)
     doc = {
         "type": "firmware",
         "version": version,
@@ -121,9 +128,9 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
         "image": {"size": len(image), "sha256": image_sha},
         "slot_size": slot_size or (len(image) + 4095) // 4096 * 4096,
         "artifacts": arts,
-        "created": int(created if created is not None else time.time()),
+        "created": int(created),
         "key_id": keys.key_id(signing_keys[0]),
-        "build": {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created or time.time()))},
+        "build": {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time()))},
     }
     if extra_arts:
         doc["extra_artifacts"] = extra_arts
@@ -145,8 +152,7 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
         doc["expires"] = int(expires)
     if extra:
         doc.update(extra)
-    name = manifest_name or "%s.json" % channel
-    warnings += _replaces_newer(os.path.join(out_dir, name), version)
+    warnings += _replaces_newer(previous, name, version)
     blob = keys.sign(doc, signing_keys)
     write_atomic(os.path.join(out_dir, name), blob)
     return {"manifest": os.path.join(out_dir, name), "version": version, "chip": chip, "image_sha256": image_sha,
@@ -159,20 +165,28 @@ def _compare(a, b):
     return (ka > kb) - (ka < kb)
 
 
-def _replaces_newer(path, version):
-    # The manifest this one replaces: a device that installed its version takes this one as a
-    # downgrade (or as installed already), by the device's own order (ota.version).
+def _previous(path):
+    # The manifest at `path` as a dict (not verified: it is only compared with), or None.
     try:
         with open(path, "rb") as f:
             doc = json.loads(device_manifest.split(f.read(device_manifest.MAX_DOCUMENT + 1024))[1])
-        before = doc["version"]
+    except (OSError, ValueError, TypeError, OTAError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _replaces_newer(previous, name, version):
+    # The manifest this one replaces: a device that installed its version takes this one as a
+    # downgrade (or as installed already), by the device's own order (ota.version).
+    try:
+        before = previous["version"]
         newer = _compare(before, version) >= 0
-    except (OSError, ValueError, KeyError, TypeError, OTAError):
+    except (KeyError, TypeError, OTAError):
         return []  # no manifest there (or not one of ours): nothing is replaced
     if not newer:
         return []
     return ["%s replaces release %s, which is not older: devices that installed %s refuse %s (%s)" % (
-        os.path.basename(path), before, before, version,
+        name, before, before, version,
         "downgrade" if _compare(before, version) > 0 else "up_to_date")]
 
 
