@@ -95,6 +95,12 @@ class Agent:
         except Exception as e:  # best effort: a report must never stop an update or a rollback
             print("ota: report not sent: %r" % (e,))
 
+    def hang_up(self):
+        """Close the connection kept open between the requests of a check and its reports (a
+        socket and TLS buffers): at the end of each check and of boot()."""
+        if self._http is not None:
+            self._http[1].close()
+
     def _running_version(self):
         return ledger.running_version()
 
@@ -119,6 +125,7 @@ class Agent:
         # settings stay: a new one per check and per report fragmented the heap (MemoryError in
         # `ota-tool demo` under MicroPython at 160-172k).
         if self._http is None or self._http[0] != made_for:
+            self.hang_up()
             self._http = None  # the old context goes before the new one is made
             self._http = (made_for, HttpFetcher(ca=ca, cert=made_for[1], key=made_for[2], allow_http=made_for[3]))
         f = self._http[1]
@@ -216,6 +223,8 @@ class Agent:
             # able to install the fix. (BaseExceptions, e.g. machine.reset(), pass through.)
             collect()
             return self._refused(OTAError("internal_error", "%s: %s" % (type(e).__name__, e)))
+        finally:
+            self.hang_up()
 
     def _check_now(self, reboot, overrides):
         from . import update
@@ -435,6 +444,12 @@ class Agent:
         return when it rolls back (machine.reset()). Call it before importing the app: it first
         finishes or undoes an interrupted app switch (self.app_state: ota.apptree.recover(); do
         not import the app when it is "unsupported" or "error")."""
+        try:
+            return self._boot()
+        finally:
+            self.hang_up()  # the app runs next: no connection held open for it
+
+    def _boot(self):
         app = None
         self.app_state = "none"
         if _has_app():

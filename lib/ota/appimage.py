@@ -70,9 +70,11 @@ class ImageCheck:
     inside the declared image length), the checksum byte, the appended SHA-256, that the image
     ends exactly at `length`, and (finish) that the chip's bootloader would load every segment
     where it says (ota.memmap). Holds a 24-byte scratch buffer and one SHA-256 state, nothing else.
+    digest=False skips the appended SHA-256 (one hash pass less): for a caller that checks a signed
+    digest of the whole image and lets set_boot() verify the appended one in flash (ota.install).
     """
 
-    def __init__(self, length, chip_id=None):
+    def __init__(self, length, chip_id=None, digest=True):
         # length None: the image's own structure says where it ends (checking a slot in place);
         # feed() then stops at the end and `length` becomes the image length.
         self.length = length
@@ -88,7 +90,7 @@ class ImageCheck:
         self._offsets = []  # where each segment's data starts in the image
         self._checksum = 0xEF
         self._hash_appended = 0
-        self._sha = hashlib.sha256()  # everything before the appended digest
+        self._sha = hashlib.sha256() if digest else None  # everything before the appended digest
 
     def feed(self, mv, n=None):
         """Consume mv[:n]. Raises OTAError as soon as the bytes cannot be a valid image."""
@@ -102,13 +104,16 @@ class ImageCheck:
             k = self._want if self._want < n - i else n - i
             if st == _SEG_DATA:
                 self._checksum = xor_fold(mv, i, i + k, self._checksum)
-                self._sha.update(mv if (i == 0 and k == len(mv)) else mv[i:i + k])
+                if self._sha is not None:
+                    self._sha.update(mv if (i == 0 and k == len(mv)) else mv[i:i + k])
             elif st == _HEADER or st == _SEG_HEADER:
                 self._scratch[self._have:self._have + k] = mv[i:i + k]
                 self._have += k
-                self._sha.update(mv[i:i + k])
+                if self._sha is not None:
+                    self._sha.update(mv[i:i + k])
             elif st == _PADDING:
-                self._sha.update(mv[i:i + k])
+                if self._sha is not None:
+                    self._sha.update(mv[i:i + k])
                 if k == self._want:  # the last padding byte is the checksum
                     got = mv[i + k - 1]
                     if got != self._checksum:
@@ -150,7 +155,7 @@ class ImageCheck:
             else:
                 self._stage = _END
         elif st == _DIGEST:
-            if self._sha.digest() != bytes(self._scratch[:32]):
+            if self._sha is not None and self._sha.digest() != bytes(self._scratch[:32]):
                 raise OTAError("bad_image", "the SHA-256 appended to the image does not match it")
             self._stage = _END
 
@@ -185,6 +190,10 @@ class ImageCheck:
     @property
     def done(self):
         return self._stage == _END
+
+    @property
+    def hash_appended(self):
+        return self._hash_appended
 
     def finish(self):
         """Raise unless exactly one whole, valid image of `length` bytes was fed."""

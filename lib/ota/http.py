@@ -8,16 +8,26 @@
 # always sent (SNI) and checked against the certificate. Certificate dates are checked against the
 # clock: set it (NTP) before the first download.
 #
-# One request per connection (Connection: close) keeps the memory flat: one TLS session, one small
-# line buffer for the response head and chunk sizes; body bytes go straight into the caller's
-# buffer. Every length read from the network is bounded. All failures are OTAError.
+# One connection at a time, kept open between requests to the same host (HTTP/1.1 keep-alive): a
+# TLS handshake is the most expensive step of a check on an ESP32, and manifest, key list, artifact
+# and reports usually come from one host. A connection is kept only after a response that was read
+# to its framed end (Content-Length or chunked) with no byte to spare, from a server that did not
+# say "Connection: close"; never after an error or an unfinished body. Before a kept connection is
+# used it must be quiet (a server closing it sends a FIN or an alert first) and not idle longer
+# than idle_timeout; when the server closed it anyway before answering a byte, the request goes
+# once more over a new connection (a report too: a server that took it and closed without an
+# answer may get it twice). fetcher.close() drops it (a socket and the TLS session buffers).
+#
+# Memory stays flat: one small line buffer (passed from one response to the next) for the response
+# head and chunk sizes; body bytes go straight into the caller's buffer. Every length read from the
+# network is bounded. All failures are OTAError.
 #
 # Timeouts, in ms: connect_timeout for each socket operation of connect + TLS handshake + request;
 # read_timeout when the server sends nothing at all; stall_timeout when bytes arrive but no progress
 # is made: the response head must be complete, and each body.readinto() must deliver a byte, within
 # it (a server dripping a header or a TLS record byte by byte ends as "stalled").
-from .compat import const, ticks_ms, ticks_diff
-from .compat.net import tls_context, net_open, tls_start, net_write, net_readinto, net_close, is_timeout, tls_rejected
+from .compat import const, ticks_diff, ticks_ms
+from .compat.net import is_timeout, net_close, net_open, net_quiet, net_readinto, net_send, tls_context, tls_rejected, tls_start
 from .errors import OTAError
 
 _HEAD = const(0)
@@ -29,6 +39,7 @@ _MAX_INTERIM = const(4)  # 1xx responses skipped before the real one
 _MAX_LENGTH_DIGITS = const(12)
 _MAX_CHUNK_DIGITS = const(8)
 _MAX_ETAG = const(200)
+_DRAIN = const(1024)  # an unread body up to this long (an error page, a redirect) is read out to keep the connection
 
 
 def _bad(where, what):
@@ -37,8 +48,8 @@ def _bad(where, what):
 
 def parse_url(url):
     """-> (scheme, host, port, target, authority) of http(s)://host[:port][/path][?query]."""
-    for c in url:
-        if c <= " " or c > "~":
+    for c in url.encode():  # bytes: iterating the str would intern a one-character str per character
+        if c <= 32 or c > 126:
             raise OTAError("bad_url", "URL contains a space, control or non-ASCII character: %r" % url)
     i = url.find("://")
     scheme = url[:i].lower() if i > 0 else ""
@@ -46,7 +57,7 @@ def parse_url(url):
         raise OTAError("bad_url", "only https:// (or http:// when allowed) URLs: %r" % url)
     rest = url[i + 3:]
     j = len(rest)
-    for sep in "/?#":
+    for sep in ("/", "?", "#"):
         k = rest.find(sep)
         if 0 <= k < j:
             j = k
@@ -109,52 +120,31 @@ def _uint(buf, a, b, max_digits):
     return v
 
 
-def _ascii(v):
-    # Printable ASCII as str, else None (decode() of arbitrary bytes may raise on MicroPython).
+def _text(v):
+    # Printable ASCII bytes as str, else None (decode() of arbitrary bytes may raise on MicroPython).
     for c in v:
         if c < 32 or c > 126:
             return None
     return v.decode()
 
 
-def _content_range(v):
-    # b"bytes START-END/TOTAL" (TOTAL may be "*") -> (start, end, total or None), None if malformed.
-    if not v.startswith(b"bytes "):
-        return None
-    dash = v.find(b"-", 6)
-    slash = v.find(b"/", 6)
-    if dash < 0 or slash < dash:
-        return None
-    start = _uint(v, 6, dash, _MAX_LENGTH_DIGITS)
-    end = _uint(v, dash + 1, slash, _MAX_LENGTH_DIGITS)
-    if v[slash + 1:] == b"*":
-        total = None
-    else:
-        total = _uint(v, slash + 1, len(v), _MAX_LENGTH_DIGITS)
-        if total < 0:
-            return None
-    if start < 0 or end < start:
-        return None
-    return start, end, total
-
-
 class HttpBody:
     """One response. After open(): status, offset, total, etag; readinto()/close() for the body."""
 
     def __init__(self, fetcher, conn, where):
+        self._f = fetcher
         self._conn = conn
-        self._where = where
-        self._rb = bytearray(fetcher.max_line + 2)  # a line, its CRLF
-        self._rmv = memoryview(self._rb)
-        self._rpos = 0
+        self._where = where  # "host:port" (https) or "http://host:port": also which server it is
+        rb = fetcher._spare  # a line and its CRLF: the buffer of the last response, else a new one
+        fetcher._spare = None
+        self._rb = rb if rb is not None and len(rb) == fetcher.max_line + 2 else bytearray(fetcher.max_line + 2)
+        self._rpos = 0  # unread bytes: self._rb[_rpos:_rend]
         self._rend = 0
         self._la = 0  # the last line read: self._rb[_la:_lb]
         self._lb = 0
-        self._read_to = fetcher.read_timeout
-        self._stall = fetcher.stall_timeout
-        self._max_headers = fetcher.max_headers
-        self._max_head_bytes = fetcher.max_header_bytes
         self._state = _HEAD
+        self._heard = False  # a byte of the response arrived
+        self._keep = False  # the connection may carry the next request once this body is read
         self.status = 0
         self.offset = 0
         self.total = None
@@ -175,23 +165,23 @@ class HttpBody:
         if allowed is not None and self.length is not None and self.length > allowed:
             raise OTAError("too_long", "%s sends %d bytes, more than the %d allowed" % (url, self.length, allowed))
         self._allowed = allowed
-        self._left = 0 if self.chunked else self.length
-        if not self.chunked and not self._left:
-            self._state = _DONE
-
-    # --- reading from the connection
+        if not self.chunked:
+            self._left = self.length
+            if not self._left:
+                self._state = _DONE
 
     def _recv(self, buf, nbytes, since):
         # n > 0 bytes into buf[0:n], or 0 at the end of the stream; OTAError on a timeout.
+        f = self._f
         quiet = ticks_ms()
         while True:
             now = ticks_ms()
-            left = self._stall - ticks_diff(now, since)
+            left = f.stall_timeout - ticks_diff(now, since)
             if left <= 0:
-                raise OTAError("stalled", "%s made no progress for %d ms" % (self._where, self._stall))
-            wait = self._read_to - ticks_diff(now, quiet)
+                raise OTAError("stalled", "%s made no progress for %d ms" % (self._where, f.stall_timeout))
+            wait = f.read_timeout - ticks_diff(now, quiet)
             if wait <= 0:
-                raise OTAError("timeout", "%s sent nothing for %d ms" % (self._where, self._read_to))
+                raise OTAError("timeout", "%s sent nothing for %d ms" % (self._where, f.read_timeout))
             try:
                 n = net_readinto(self._conn, buf, nbytes, wait if wait < left else left)
             except MemoryError:
@@ -200,115 +190,50 @@ class HttpBody:
                 raise _net_error(e, self._where)
             if n is None:
                 continue
-            if n < 0:  # bytes arrived, not yet a whole TLS record
-                quiet = ticks_ms()
-                continue
-            return n
-
-    def _fill(self, since):
-        rb = self._rb
-        if self._rpos:
-            k = self._rend - self._rpos
-            if k:
-                rb[0:k] = self._rmv[self._rpos:self._rend]
-            self._rpos = 0
-            self._rend = k
-        free = len(rb) - self._rend
-        if not free:
-            raise _bad(self._where, "a header or chunk-size line is longer than %d bytes" % (len(rb) - 2))
-        if self._rend:
-            n = self._recv(self._rmv[self._rend:], free, since)
-        else:
-            n = self._recv(rb, free, since)
-        if not n:
-            raise OTAError("truncated", "%s closed the connection in the middle of a %s"
-                           % (self._where, "response head" if self._state == _HEAD else "chunk header"))
-        self._rend += n
+            if n:
+                self._heard = True
+            if n > -1:
+                return n
+            quiet = ticks_ms()  # bytes arrived, not yet a whole TLS record
 
     def _line(self, since):
-        # The next line, without its CRLF (a bare LF is accepted), as self._rb[_la:_lb].
+        # The next line, without its CRLF (a bare LF is accepted), as self._rb[_la:_lb]; returns
+        # its length with the line end.
         rb = self._rb
         while True:
             i = rb.find(b"\n", self._rpos, self._rend)
             if i >= 0:
                 break
-            self._fill(since)
+            if self._rpos:  # move what is left to the front, then read more after it
+                k = self._rend - self._rpos
+                rb[0:k] = memoryview(rb)[self._rpos:self._rend]
+                self._rpos = 0
+                self._rend = k
+            if self._rend == len(rb):
+                raise _bad(self._where, "a header or chunk-size line is longer than %d bytes" % (len(rb) - 2))
+            n = self._recv(memoryview(rb)[self._rend:], len(rb) - self._rend, since)
+            if not n:
+                raise OTAError("truncated", "%s closed the connection in the middle of a %s"
+                               % (self._where, "response head" if self._state == _HEAD else "chunk header"))
+            self._rend += n
         self._la = a = self._rpos
         self._rpos = i + 1
         if i > a and rb[i - 1] == 13:
             i -= 1
         self._lb = i
-        return i + 1 - a
-
-    # --- the response head
-
-    def _status_line(self, since):
-        self._line(since)
-        line = bytes(self._rmv[self._la:self._lb])
-        n = len(line)
-        ok = n >= 12 and line.startswith(b"HTTP/1.") and line[7] in (48, 49) and line[8] == 32
-        status = _uint(line, 9, 12, 3) if ok else -1
-        if status < 100 or (n > 12 and line[12] != 32):
-            raise _bad(self._where, "not an HTTP/1.x status line: %r" % line[:40])
-        return status
-
-    def _headers(self, since, budget, store):
-        # Header lines up to the empty line; `store` keeps the ones we use. Returns what is left of
-        # the byte budget.
-        count = 0
-        while True:
-            budget -= self._line(since)
-            if budget < 0:
-                raise _bad(self._where, "response head longer than %d bytes" % self._max_head_bytes)
-            a = self._la
-            b = self._lb
-            if a == b:
-                return budget
-            count += 1
-            if count > self._max_headers:
-                raise _bad(self._where, "more than %d header lines" % self._max_headers)
-            rb = self._rb
-            colon = rb.find(b":", a, b)
-            if colon <= a or rb[a] in (32, 9) or rb[colon - 1] in (32, 9):
-                raise _bad(self._where, "malformed header line %r" % bytes(self._rmv[a:min(b, a + 40)]))
-            if store:
-                self._header(bytes(self._rmv[a:colon]).lower(), bytes(self._rmv[colon + 1:b]).strip())
-
-    def _header(self, name, value):
-        where = self._where
-        if name == b"content-length":
-            n = _uint(value, 0, len(value), _MAX_LENGTH_DIGITS)
-            if n < 0 or (self.length is not None and n != self.length):
-                raise _bad(where, "bad Content-Length %r" % value)
-            self.length = n
-        elif name == b"transfer-encoding":
-            if value.lower() != b"chunked":
-                raise _bad(where, "unsupported Transfer-Encoding %r" % value)
-            self.chunked = True
-        elif name == b"content-encoding":
-            if value.lower() != b"identity":
-                raise _bad(where, "unrequested Content-Encoding %r" % value)
-        elif name == b"content-range":
-            self._range = value
-        elif name == b"etag":
-            if len(value) <= _MAX_ETAG:
-                self.etag = _ascii(value)
-        elif name == b"location":
-            self.location = _ascii(value)
-            if self.location is None:
-                raise _bad(where, "Location with non-ASCII bytes")
-        elif name == b"retry-after" or name == b"date":  # kept raw (bounded): ota.schedule.retry_after reads them
-            if len(value) <= 64:
-                if name == b"date":
-                    self.date = value
-                else:
-                    self.retry_after = value
+        return self._rpos - a
 
     def _read_head(self, since):
-        budget = self._max_head_bytes
+        budget = self._f.max_header_bytes
         for _ in range(_MAX_INTERIM + 1):
-            status = self._status_line(since)
-            budget -= self._lb - self._la + 2
+            budget -= self._line(since)
+            line = bytes(memoryview(self._rb)[self._la:self._lb])
+            n = len(line)
+            ok = n >= 12 and line.startswith(b"HTTP/1.") and line[7] in (48, 49) and line[8] == 32
+            status = _uint(line, 9, 12, 3) if ok else -1
+            if status < 100 or (n > 12 and line[12] != 32):
+                raise _bad(self._where, "not an HTTP/1.x status line: %r" % line[:40])
+            self._keep = line[7] == 49  # HTTP/1.1 connections persist unless the server says otherwise
             if status >= 200:
                 self.status = status
                 self._headers(since, budget, True)
@@ -320,9 +245,67 @@ class HttpBody:
             self.length = None  # RFC 9112: Transfer-Encoding overrides Content-Length
         elif self.length is None and status in (204, 205, 304):
             self.length = 0
+        elif self.length is None:
+            self._keep = False  # a body that ends when the connection does
         self._state = _BODY
+        self._left = self.length or 0
+        if self.length == 0:
+            self._state = _DONE
 
-    # --- the body
+    def _headers(self, since, budget, store):
+        # Header lines up to the empty line; `store` keeps the ones we use. Returns what is left of
+        # the byte budget.
+        f = self._f
+        where = self._where
+        count = 0
+        while True:
+            budget -= self._line(since)
+            if budget < 0:
+                raise _bad(where, "response head longer than %d bytes" % f.max_header_bytes)
+            a = self._la
+            b = self._lb
+            if a == b:
+                return budget
+            count += 1
+            if count > f.max_headers:
+                raise _bad(where, "more than %d header lines" % f.max_headers)
+            rb = self._rb
+            colon = rb.find(b":", a, b)
+            if colon <= a or rb[a] in (32, 9) or rb[colon - 1] in (32, 9):
+                raise _bad(where, "malformed header line %r" % bytes(rb[a:min(b, a + 40)]))
+            if not store:
+                continue
+            name = bytes(rb[a:colon]).lower()
+            value = bytes(rb[colon + 1:b]).strip()
+            if name == b"content-length":
+                n = _uint(value, 0, len(value), _MAX_LENGTH_DIGITS)
+                if n < 0 or (self.length is not None and n != self.length):
+                    raise _bad(where, "bad Content-Length %r" % value)
+                self.length = n
+            elif name == b"transfer-encoding":
+                if value.lower() != b"chunked":
+                    raise _bad(where, "unsupported Transfer-Encoding %r" % value)
+                self.chunked = True
+            elif name == b"content-encoding":
+                if value.lower() != b"identity":
+                    raise _bad(where, "unrequested Content-Encoding %r" % value)
+            elif name == b"content-range":
+                self._range = value
+            elif name == b"etag":
+                if len(value) <= _MAX_ETAG:
+                    self.etag = _text(value)
+            elif name == b"location":
+                self.location = _text(value)
+                if self.location is None:
+                    raise _bad(where, "Location with non-ASCII bytes")
+            elif name == b"retry-after" or name == b"date":  # kept raw (bounded): ota.schedule.retry_after reads them
+                if len(value) <= 64:
+                    if name == b"date":
+                        self.date = value
+                    else:
+                        self.retry_after = value
+            elif name == b"connection" and b"close" in value.lower():
+                self._keep = False
 
     def readinto(self, buf):
         if self._state >= _DONE:
@@ -330,46 +313,42 @@ class HttpBody:
                 return 0
             raise OTAError("closed", "readinto() on a closed response from %s" % self._where)
         try:
-            return self._readinto(buf)
-        except MemoryError:
+            size = len(buf)
+            if not size:
+                raise OTAError("bad_call", "readinto() needs a non-empty buffer")
+            since = ticks_ms()
+            if self.chunked and not self._left:
+                self._next_chunk(since)
+                if self._state == _DONE:
+                    return 0
+            want = self._left if self._left < size else size
+            if self._allowed is not None:
+                if not self._allowed:
+                    raise OTAError("too_long", "%s sends more than the maximum length" % self._where)
+                if want > self._allowed:
+                    want = self._allowed
+            n = self._rend - self._rpos
+            if n:  # bytes that came with the head or a chunk header
+                if n > want:
+                    n = want
+                buf[0:n] = memoryview(self._rb)[self._rpos:self._rpos + n]
+                self._rpos += n
+            else:
+                n = self._recv(buf, want, since)
+                if not n:
+                    raise OTAError("truncated", "%s closed the connection %d bytes before the end of the %s"
+                                   % (self._where, self._left, "chunk" if self.chunked else "body"))
+            self._left -= n
+            if self._allowed is not None:
+                self._allowed -= n
+            if not self._left and not self.chunked:
+                self._state = _DONE
+            return n
+        except BaseException as e:
+            self.close(False)  # never used again after an error
+            if isinstance(e, Exception) and not isinstance(e, MemoryError):
+                raise _net_error(e, self._where)
             raise
-        except Exception as e:
-            self.close()
-            raise _net_error(e, self._where)
-
-    def _readinto(self, buf):
-        size = len(buf)
-        if not size:
-            raise OTAError("bad_call", "readinto() needs a non-empty buffer")
-        since = ticks_ms()
-        if self.chunked and not self._left:
-            self._next_chunk(since)
-            if self._state == _DONE:
-                return 0
-        want = self._left if self._left < size else size
-        if self._allowed is not None:
-            if not self._allowed:
-                raise OTAError("too_long", "%s sends more than the maximum length" % self._where)
-            if want > self._allowed:
-                want = self._allowed
-        k = self._rend - self._rpos
-        if k:  # bytes that came with the head or a chunk header
-            if k > want:
-                k = want
-            buf[0:k] = self._rmv[self._rpos:self._rpos + k]
-            self._rpos += k
-            n = k
-        else:
-            n = self._recv(buf, want, since)
-            if not n:
-                raise OTAError("truncated", "%s closed the connection %d bytes before the end of the %s"
-                               % (self._where, self._left, "chunk" if self.chunked else "body"))
-        self._left -= n
-        if self._allowed is not None:
-            self._allowed -= n
-        if not self._left and not self.chunked:
-            self._state = _DONE
-        return n
 
     def _next_chunk(self, since):
         if self._crlf:
@@ -399,9 +378,9 @@ class HttpBody:
         while i < b and rb[i] in (32, 9):
             i += 1
         if not digits or digits > _MAX_CHUNK_DIGITS or (i < b and rb[i] != 59):
-            raise _bad(self._where, "bad chunk size line %r" % bytes(self._rmv[self._la:min(b, self._la + 40)]))
+            raise _bad(self._where, "bad chunk size line %r" % bytes(rb[self._la:min(b, self._la + 40)]))
         if not size:
-            self._headers(since, self._max_head_bytes, False)  # trailers: bounded, ignored
+            self._headers(since, self._f.max_header_bytes, False)  # trailers: bounded, ignored
             self._state = _DONE
             return
         if self._allowed is not None and size > self._allowed:
@@ -409,17 +388,41 @@ class HttpBody:
         self._left = size
         self._crlf = True
 
-    def close(self):
-        if self._state != _CLOSED:
-            self._state = _CLOSED
+    def close(self, reuse=True):
+        """Done with this response. Its connection carries the next request when the body was read
+        to its framed end (a short unread one, at most _DRAIN bytes of Content-Length, is read out
+        first: an error page, a redirect) and nothing more came; else it is closed."""
+        if self._state == _CLOSED:
+            return
+        keep = reuse and self._keep
+        if keep and self._state == _BODY and not self.chunked and self._left <= _DRAIN:
+            try:
+                since = ticks_ms()
+                while self._left:
+                    n = self._rend - self._rpos
+                    if not n:
+                        self._rpos = 0
+                        self._rend = n = self._recv(self._rb, len(self._rb), since)
+                        if not n:
+                            break
+                    if n > self._left:
+                        break  # more than the body: a server out of step
+                    self._rpos += n
+                    self._left -= n
+                else:
+                    self._state = _DONE
+            except Exception:
+                keep = False
+        keep = keep and self._state == _DONE and self._rpos == self._rend
+        self._state = _CLOSED
+        f = self._f
+        if keep and f.keep_alive:
+            f.close()  # one connection kept at most
+            f._kept = (self._conn, self._where, ticks_ms())
+        else:
             net_close(self._conn)
-            self._rb = self._rmv = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        f._spare = self._rb
+        self._rb = self._conn = None
 
 
 def _net_error(e, where):
@@ -443,11 +446,14 @@ def _http_error(url, body):
 class HttpFetcher:
     """Fetcher over HTTPS (see fetch.py). `ca`: DER CA certificate, or the server's own self-signed
     certificate to pin it. `cert`/`key`: DER client certificate and PKCS#8 key for mutual TLS.
-    Plain http:// is refused unless allow_http=True, and then warned about on every use."""
+    Plain http:// is refused unless allow_http=True, and then warned about on every use.
+    keep_alive: keep one connection open between requests to the same host (see above), at most
+    idle_timeout ms; close() closes it (do when done for a while: it holds a socket and TLS buffers)."""
 
     def __init__(self, ca=None, cert=None, key=None, allow_http=False,
                  connect_timeout=15000, read_timeout=10000, stall_timeout=30000,
-                 max_redirects=3, max_line=1024, max_headers=32, max_header_bytes=8192):
+                 max_redirects=3, max_line=1024, max_headers=32, max_header_bytes=8192,
+                 keep_alive=True, idle_timeout=20000):
         self.ca = ca
         self.cert = cert
         self.key = key
@@ -459,12 +465,34 @@ class HttpFetcher:
         self.max_line = max_line
         self.max_headers = max_headers
         self.max_header_bytes = max_header_bytes
+        self.keep_alive = keep_alive
+        self.idle_timeout = idle_timeout
         self._ctx = None
         self._known_url = None  # total and ETag last seen for one URL: a resume must match them
         self._known_total = None
+        self._kept = None  # (connection, where, ticks when kept): the connection kept open
+        self._spare = None  # the line buffer of the last closed response, for the next one
 
-    def _context(self):
-        if self._ctx is None:
+    def close(self):
+        """Close the connection kept open, if any, and let the line buffer go: the fetcher holds
+        nothing but its TLS context until the next request (open() makes what it needs)."""
+        kept = self._kept
+        self._kept = self._spare = None
+        if kept is not None:
+            net_close(kept[0])
+
+    def _exchange(self, method, url, headers, data):
+        # Send one request (over the kept connection when it goes to the same server), read the
+        # response head. Returns the HttpBody.
+        scheme, host, port, target, authority = parse_url(url)
+        where = "%s:%d" % (host, port)
+        ctx = None
+        if scheme == "http":
+            if not self.allow_http:
+                raise OTAError("insecure", "plain http:// refused (no integrity, no authenticity): %s" % url)
+            print("ota: WARNING: plain http:// for %s: the transport is not authenticated" % url)
+            where = "http://" + where
+        elif self._ctx is None:
             if self.ca is None:
                 raise OTAError("no_ca", "https needs a CA certificate (or the server's certificate, to "
                                         "pin it) in DER: HttpFetcher(ca=...)")
@@ -474,19 +502,39 @@ class HttpFetcher:
                 raise
             except Exception as e:
                 raise OTAError("bad_ca", "cannot load the CA or client certificate: %s" % e)
-        return self._ctx
+        if scheme == "https":
+            ctx = self._ctx
+        req = ("%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ota\r\nAccept-Encoding: identity\r\n%s%s\r\n"
+               % (method, target, authority, "" if self.keep_alive else "Connection: close\r\n", headers)).encode()
+        conn = None
+        kept = self._kept
+        self._kept = None
+        if kept is not None:
+            if kept[1] == where and ticks_diff(ticks_ms(), kept[2]) < self.idle_timeout and net_quiet(kept[0]):
+                conn = kept[0]
+            else:
+                net_close(kept[0])  # another server, idle too long, or the server spoke (closed it)
+        while True:
+            reused = conn is not None
+            if not reused:
+                conn = self._connect(host, port, where, ctx)
+            body = HttpBody(self, conn, where)
+            try:
+                net_send(conn, req, self.connect_timeout)
+                if data:
+                    net_send(conn, data, self.connect_timeout)
+                body._read_head(ticks_ms())
+                return body
+            except BaseException as e:
+                body.close(False)
+                if not isinstance(e, Exception) or isinstance(e, MemoryError):
+                    raise
+                e = _net_error(e, where)
+                if not reused or body._heard or e.reason not in ("truncated", "network"):
+                    raise e
+                conn = None  # the server closed the kept connection before answering: once more, anew
 
-    def _exchange(self, method, url, headers, data):
-        # Connect, send one request, read the response head. Returns the HttpBody.
-        scheme, host, port, target, authority = parse_url(url)
-        where = "%s:%d" % (host, port)
-        if scheme == "http":
-            if not self.allow_http:
-                raise OTAError("insecure", "plain http:// refused (no integrity, no authenticity): %s" % url)
-            print("ota: WARNING: plain http:// for %s: the transport is not authenticated" % url)
-            ctx = None
-        else:
-            ctx = self._context()
+    def _connect(self, host, port, where, ctx):
         try:
             conn = net_open(host, port, self.connect_timeout)
         except MemoryError:
@@ -495,32 +543,19 @@ class HttpFetcher:
             if is_timeout(e):
                 raise OTAError("timeout", "cannot connect to %s in %d ms" % (where, self.connect_timeout))
             raise OTAError("connect", "cannot connect to %s: %s" % (where, e))
-        body = HttpBody(self, conn, where)
-        try:
-            if ctx is not None:
-                try:
-                    tls_start(conn, ctx, host)
-                except MemoryError:
+        if ctx is not None:
+            try:
+                tls_start(conn, ctx, host)
+            except BaseException as e:
+                net_close(conn)
+                if not isinstance(e, Exception) or isinstance(e, MemoryError):
                     raise
-                except Exception as e:
-                    if tls_rejected(e):
-                        raise OTAError("tls_verify", "certificate of %s rejected: %s" % (where, str(e).strip()))
-                    if is_timeout(e):
-                        raise OTAError("timeout", "TLS handshake with %s timed out" % where)
-                    raise OTAError("tls", "TLS handshake with %s failed: %s %s" % (where, type(e).__name__, e))
-            req = "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ota\r\nAccept-Encoding: identity\r\n" \
-                  "Connection: close\r\n%s\r\n" % (method, target, authority, headers)
-            net_write(conn, req.encode(), self.connect_timeout)
-            if data:
-                net_write(conn, data, self.connect_timeout)
-            body._read_head(ticks_ms())
-        except MemoryError:
-            body.close()
-            raise
-        except Exception as e:
-            body.close()
-            raise _net_error(e, where)
-        return body
+                if tls_rejected(e):
+                    raise OTAError("tls_verify", "certificate of %s rejected: %s" % (where, str(e).strip()))
+                if is_timeout(e):
+                    raise OTAError("timeout", "TLS handshake with %s timed out" % where)
+                raise OTAError("tls", "TLS handshake with %s failed: %s %s" % (where, type(e).__name__, e))
+        return conn
 
     def open(self, url, offset=0, max_length=None, etag=None):
         if offset < 0 or (max_length is not None and offset > max_length):
@@ -529,9 +564,8 @@ class HttpFetcher:
         if offset:
             headers = "Range: bytes=%d-\r\n" % offset
             if etag is not None:
-                for c in etag:
-                    if c < " " or c > "~":
-                        raise OTAError("bad_call", "ETag with a control character")
+                if _text(etag.encode()) is None:
+                    raise OTAError("bad_call", "ETag with a control character")
                 if len(etag) <= _MAX_ETAG and etag.startswith('"'):  # If-Range takes strong ETags only
                     headers += "If-Range: %s\r\n" % etag
         target = url
@@ -549,8 +583,10 @@ class HttpFetcher:
                 continue
             try:
                 self._accept(body, url, offset, max_length, etag)
-            except BaseException:
-                body.close()
+            except BaseException as e:
+                # An HTTP error status leaves the connection fit for the next request (its short
+                # body is read out); a response that broke the protocol does not.
+                body.close(isinstance(e, OTAError) and (e.reason.startswith("http_") or e.reason == "range_not_satisfiable"))
                 raise
             return body
         raise OTAError("too_many_redirects", "%s: more than %d redirects" % (url, self.max_redirects))
@@ -563,10 +599,18 @@ class HttpFetcher:
             raise _http_error(url, body)
         known = self._known_total if url == self._known_url else None
         if status == 206:
-            r = _content_range(body._range) if body._range is not None else None
-            if r is None:
+            # Content-Range: b"bytes START-END/TOTAL" (TOTAL may be "*")
+            v = body._range
+            start = end = total = -1
+            if v is not None and v.startswith(b"bytes "):
+                dash = v.find(b"-", 6)
+                slash = v.find(b"/", 6)
+                if 0 <= dash < slash:
+                    start = _uint(v, 6, dash, _MAX_LENGTH_DIGITS)
+                    end = _uint(v, dash + 1, slash, _MAX_LENGTH_DIGITS)
+                    total = None if v[slash + 1:] == b"*" else _uint(v, slash + 1, len(v), _MAX_LENGTH_DIGITS)
+            if start < 0 or end < start or (total is not None and total < 0):
                 raise OTAError("bad_response", "%s: 206 without a valid Content-Range" % url)
-            start, end, total = r
             if start != offset or (total is not None and end != total - 1):
                 raise OTAError("range_mismatch", "%s sent bytes %d-%d/%s for a request from byte %d"
                                % (url, start, end, total, offset))

@@ -75,8 +75,8 @@ def _name_ok(s):
     # A topic level of ours: no wildcards or separators (a device id "#" would subscribe to all).
     if not s or len(s) > 64:
         return False
-    for c in s:
-        if c in "+#/" or ord(c) < 0x21 or ord(c) > 0x7E:
+    for c in s.encode():  # bytes: iterating the str would intern a one-character str per character
+        if c in b"+#/" or c < 0x21 or c > 0x7E:
             return False
     return True
 

@@ -53,3 +53,13 @@ def test_bench_delta_real_pairs_shape(tmp_path):
     assert row["rdelta"] < row["delta"] and row["published"] == row["rdelta"]
     assert row["heap_kib"]["rdelta"] > 0 and row["ms"]["delta"] >= 0 and row["onboard_s"]["rdelta"] > 0
     assert fig["summary"]["pairs"] == 1 and fig["summary"]["geomean_rdelta_vs_bsdiff4"] > 0
+
+
+def test_bench_update_targets():
+    fig = json.loads(run("bench_update.py", "--targets", "--size", "150000", "--rounds", "1", "--scan-runs", "1",
+                         "--scan-sets", "1", "--floor-scan", "64", "64", "1", "--signed-scan", "256", "256", "1", "--json"))
+    rows = {r["case"]: r for r in fig["time"]}
+    assert set(rows) == {"floor", "raw", "zlib", "delta", "rdelta"} and rows["floor"]["ratio"] == 1.0
+    assert all(r["handshakes"] == [1] and r["device_ms"] > 0 for r in rows.values())  # keep-alive: one per check
+    assert rows["raw"]["nvs_writes"][0] > 0 and rows["zlib"]["downloaded"] < rows["raw"]["downloaded"] > 140000
+    assert fig["heap_floor"]["minimum_kib"] == 64 and fig["heap_signed_raw"]["minimum_kib"] == 256

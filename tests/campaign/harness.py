@@ -96,7 +96,7 @@ def _nothing(*args):
     return None
 
 
-_NET = ("net_open", "net_readinto", "net_write", "net_close", "tls_start", "tls_context")
+_NET = ("net_open", "net_readinto", "net_send", "net_close", "tls_start", "tls_context", "net_quiet")
 
 
 def _context(*args):
@@ -109,7 +109,8 @@ def _swap_network(fake):
     from ota import http as H
 
     old = [getattr(H, n) for n in _NET]
-    new = fake if fake is not True else (_net_open, _net_readinto, _nothing, _nothing, _nothing, _context)
+    # net_quiet answers None: a connection kept after a redirect is not reused (the next one is new)
+    new = fake if fake is not True else (_net_open, _net_readinto, _nothing, _nothing, _nothing, _context, _nothing)
     for n, f in zip(_NET, new):
         setattr(H, n, f)
     return old

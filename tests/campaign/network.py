@@ -1,9 +1,11 @@
 """Network faults: randomized fault schedules (fixed seed) between the device's agent and a mirror.
 
 The mirror is tests/ota/faulty_server.py's scripted TLS server, serving a release folder the way
-`ota-tool serve` does (Range, ETag, If-Range), except that each new connection first takes the
-next fault of the run's schedule. A schedule is 1..MAX_FAULTS faults drawn from FAULTS; once it is
-used up the network has recovered and every connection is served correctly.
+`ota-tool serve` does (Range, ETag, If-Range, keep-alive), except that each new connection and each
+further request on a kept connection first takes the next fault of the run's schedule. On a kept
+connection the connection faults become the keep-alive fallbacks: the server closes (or resets)
+it between requests, with the next request on its way. A schedule is 1..MAX_FAULTS faults drawn
+from FAULTS; once it is used up the network has recovered and every request is served correctly.
 
 The device is a simulated board on 1.0.0 running the agent (tests.campaign.world.main_py with
 retries): every power cycle it confirms or rolls back, then calls Agent.check_now() until an
@@ -58,6 +60,7 @@ FAULTS = [
     ("evil_image", 2),  # the artifact replaced by another valid app image (an attacker's build)
     ("endless", 1),  # a chunked body that never ends
     ("slow_ok", 1),  # correct, in small pieces with pauses (must not be mistaken for a stall)
+    ("close_after", 2),  # correct, then the connection is closed (no "Connection: close" said)
 ]
 _KINDS = [k for k, w in FAULTS for _ in range(w)]
 # These wait for a request they apply to (a Range request, a manifest request, a raw image
@@ -94,6 +97,7 @@ class Mirror(FaultyServer):
         self.seen = []  # (fault, method, path, range) per connection
         self.applied = {}  # fault -> connections it was applied to
         self.last = None  # the bytes of the last complete response, for "stale"
+        self.reused = 0  # requests served on a kept connection
         self._lock = threading.Lock()
 
     def _take(self):
@@ -129,17 +133,38 @@ class Mirror(FaultyServer):
                 return
             conn = Conn(raw, self.bad_ctx if kind == "tls_wrong_cert" else self.ctx)
             conn.handshake()
-            req = conn.read_request()
-            if (kind in _RANGE_FAULTS and "range" not in req.headers) or (
-                    kind in _MANIFEST_FAULTS and not req.path.endswith(".json")) or (
-                    kind == "evil_image" and req.path.endswith(".json")) or (
-                    kind == "drop_image" and not req.path.endswith(".bin")):
-                self._defer((kind, x))
-                kind = "ok"
-            self.seen.append((kind, req.method, req.path, req.headers.get("range")))
-            if kind != "ok" and not kind.startswith("tls_"):
-                self._count(kind)
-            self._respond(conn, req, kind, x)
+            while True:
+                try:
+                    req = conn.read_request()
+                except (ConnectionError, ssl.SSLError):
+                    if conn.served:
+                        return  # the client closed a kept connection
+                    raise
+                conn.served += 1
+                if conn.served > 1:
+                    self.reused += 1
+                    kind, x = self._take()
+                    if kind in ("tcp_close", "tcp_reset"):
+                        # the keep-alive fallback: closed between requests, this one unanswered
+                        self._count(kind + "_between")
+                        self.seen.append((kind, req.method, req.path, req.headers.get("range")))
+                        conn.close() if kind == "tcp_close" else conn.reset()
+                        return
+                    if kind.startswith("tls_"):
+                        self._defer((kind, x))  # for the next new connection
+                        kind = "ok"
+                if (kind in _RANGE_FAULTS and "range" not in req.headers) or (
+                        kind in _MANIFEST_FAULTS and not req.path.endswith(".json")) or (
+                        kind == "evil_image" and req.path.endswith(".json")) or (
+                        kind == "drop_image" and not req.path.endswith(".bin")):
+                    self._defer((kind, x))
+                    kind = "ok"
+                self.seen.append((kind, req.method, req.path, req.headers.get("range")))
+                if kind != "ok" and not kind.startswith("tls_"):
+                    self._count(kind)
+                self._respond(conn, req, kind, x)
+                if conn.closed:
+                    return
         except (OSError, ssl.SSLError, ConnectionError, ValueError) as e:
             self.errors.append("%s: %s" % (type(e).__name__, e))
         finally:
@@ -178,8 +203,7 @@ class Mirror(FaultyServer):
             conn.close()
             return
         if data is None:
-            conn.send(response(404, b"not found\n"))
-            conn.close_notify()
+            conn.send(response(404, b"not found\n"))  # the connection stays (keep-alive)
             return
         etag = '"%s"' % hashlib.sha256(data).hexdigest()[:32]
         rng_h = req.headers.get("range")
@@ -232,10 +256,11 @@ class Mirror(FaultyServer):
             for i in range(0, len(out), 8192):
                 conn.send(out[i:i + 8192])
                 time.sleep(0.02)
-            conn.close_notify()
-        else:
+        elif kind in ("close_after", "short_body"):
             conn.send(out)
             conn.close_notify()
+        else:
+            conn.send(out)  # the connection stays for the next request (keep-alive)
         if kind not in ("stale", "short_body"):
             self.last = out
 
@@ -314,6 +339,7 @@ class Result:
         self.runs = []
         self.faults = {}
         self.applied = {}
+        self.reused = 0  # requests the mirrors served on a kept connection
         self.seconds = 0.0
 
     @property
@@ -328,7 +354,7 @@ class Result:
         return {"runs": len(self.runs), "faults": sum(len(r.schedule) for r in self.runs),
                 "applied": sum(self.applied.values()),
                 "wrong_images": len(self.wrong), "succeeded": len(self.succeeded),
-                "rollbacks": sum(r.rollbacks for r in self.runs),
+                "rollbacks": sum(r.rollbacks for r in self.runs), "reused": self.reused,
                 "by_kind": {k: sum(1 for r in self.runs if r.kind == k and r.succeeded) for k in ("raw", "zlib", "delta", "rdelta")}}
 
 
@@ -371,6 +397,7 @@ def run(workdir, runs=200, seed=2024, progress=None):
             for m in started:
                 for k, n in m.applied.items():
                     res.applied[k] = res.applied.get(k, 0) + n
+                res.reused += m.reused
                 m.stop()
             w.close()
     res.seconds = time.time() - t0

@@ -2,7 +2,10 @@
 
 TLS runs over memory BIOs, so a script controls the bytes on the wire as well as the plaintext:
 it can drop the connection at any byte, stall, drip plaintext or raw TLS bytes, reset the socket.
-Scripts are registered per URL path: script(conn, request) -> None.
+Scripts are registered per URL path: script(conn, request) -> None. A connection serves requests
+until a script closes it (or the client does), so scripts also decide about keep-alive: answer
+and keep the connection, close it after a response, in the middle of a body, or between requests
+(conn.served counts the requests it has had). `handshakes` counts the TLS sessions set up.
 
 Also: certificates for tests (make_ca, make_cert) with the cryptography package.
 """
@@ -119,6 +122,8 @@ class Conn:
     def __init__(self, raw, ctx):
         self.raw = raw
         self.obj = None
+        self.closed = False
+        self.served = 0  # requests read on this connection so far
         if ctx is not None:
             self.inc = ssl.MemoryBIO()
             self.out = ssl.MemoryBIO()
@@ -210,6 +215,7 @@ class Conn:
 
     def wait(self, seconds):
         """Stay silent; returns early when the client closes."""
+        self.closed = True  # nothing follows on this connection
         self.raw.settimeout(seconds)
         try:
             while self.raw.recv(4096):
@@ -219,9 +225,11 @@ class Conn:
 
     def close(self):
         """Abrupt close: no TLS close_notify."""
+        self.closed = True
         self.raw.close()
 
     def close_notify(self):
+        self.closed = True
         if self.obj is not None:
             try:
                 self.obj.unwrap()
@@ -235,6 +243,7 @@ class Conn:
 
     def reset(self):
         """TCP RST."""
+        self.closed = True
         self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.raw.close()
 
@@ -252,6 +261,8 @@ class FaultyServer:
                 self.ctx.load_verify_locations(cadata=client_ca_der)
         self.scripts = {}
         self.errors = []  # handshake/script failures seen (for debugging)
+        self.handshakes = 0  # connections that completed the TLS handshake (or were accepted, plain)
+        self.requests = 0
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -278,14 +289,23 @@ class FaultyServer:
         conn = Conn(raw, self.ctx)
         try:
             conn.handshake()
-            req = conn.read_request()
-            path = req.path.split("?")[0]
-            script = self.scripts.get(path)
-            if script is None:
-                conn.send(response(404, b"no script\n"))
-                conn.close()
-                return
-            script(conn, req)
+            self.handshakes += 1
+            while not conn.closed:
+                try:
+                    req = conn.read_request()
+                except ConnectionError:
+                    if conn.served:
+                        return  # the client closed a kept connection
+                    raise
+                conn.served += 1
+                self.requests += 1
+                path = req.path.split("?")[0]
+                script = self.scripts.get(path)
+                if script is None:
+                    conn.send(response(404, b"no script\n"))
+                    conn.close()
+                    return
+                script(conn, req)
         except (OSError, ssl.SSLError, ConnectionError, ValueError) as e:
             self.errors.append("%s: %s" % (type(e).__name__, e))
         finally:

@@ -52,16 +52,18 @@ def _read(path):
         return f.read()
 
 def run_cases(cases_path):
-    fetchers = {}  # one per TLS setting, reused across cases as a device would
+    # One fetcher at a time, as on a device: reused across the cases of one TLS setting, replaced
+    # (its context freed) when the setting changes.
+    key = f = None
     for line in open(cases_path):
         c = json.loads(line)
-        key = (c["ca"], c["cert"], c["key"], c["allow_http"])
-        f = fetchers.get(key)
-        if f is None:
+        if key != (c["ca"], c["cert"], c["key"], c["allow_http"]):
+            key = (c["ca"], c["cert"], c["key"], c["allow_http"])
+            f = None
+            gc.collect()
             f = HttpFetcher(ca=_read(c["ca"]), cert=_read(c["cert"]), key=_read(c["key"]),
                             allow_http=c["allow_http"], connect_timeout=c["connect_ms"],
                             read_timeout=c["read_ms"], stall_timeout=c["stall_ms"])
-            fetchers[key] = f
         gc.collect()
         t0 = ticks_ms()
         try:
@@ -85,6 +87,7 @@ def run_cases(cases_path):
             res = "ERR\t%s\t%s\t%s" % (e.reason, getattr(e, "retry_after", None), e.message.replace("\t", " ")[:200])
         except Exception as e:
             res = "EXC\t%s\t%s" % (type(e).__name__, e)
+        f.close()  # a connection kept alive ends with its case, as a device hangs up after a check
         print("%s\t%s\t%d" % (c["name"], res, ticks_diff(ticks_ms(), t0)))
 """
 

@@ -195,6 +195,38 @@ def test_resume_with_wrong_bytes_in_the_slot_is_caught(dev):
     assert dev.boot_only()[0] == "ota_0"
 
 
+@pytest.mark.parametrize("hashed", [True, False])
+def test_a_flash_fault_is_caught_before_the_boot_choice_changes(dev, hashed):
+    # One bit of block 3 fails to hold what was programmed. With a SHA-256 appended to the image,
+    # set_boot()'s own verification (esp_image_verify) reads the slot back and refuses it; without
+    # one, install() reads the slot back itself. Either way otadata is untouched.
+    image = V2 if hashed else V2[:23] + b"\x00" + V2[24:-32]  # the same image without its SHA-256
+    assert image[23] == (1 if hashed else 0)
+    from ota import slot
+
+    real = slot.write_block
+
+    def faulty(part, index, buf, n):
+        real(part, index, buf, n)
+        if index == 3:
+            b = bytearray(1)
+            part.readblocks(index, b, 100)
+            b[0] &= b[0] - 1 if b[0] else 0  # one programmed 1 bit reads back as 0
+            part.writeblocks(index, b, 100)  # no erase: bits only go from 1 to 0
+
+    def app():
+        slot.write_block = faulty
+        try:
+            with pytest.raises(ota.OTAError) as e:
+                ota.install_image(io.BytesIO(image), len(image), hashlib.sha256(image).digest())
+            return e.value.reason
+        finally:
+            slot.write_block = real
+
+    assert dev.run(app).value == ("set_boot_failed" if hashed else "flash_verify_failed")
+    assert dev.boot_only()[0] == "ota_0"
+
+
 def test_full_size_image(tmp_path):
     big = images.app_image("2.0.0", size=1500 * 1024, seed=2)
     d = new_device(tmp_path, V1)

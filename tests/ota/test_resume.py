@@ -1,5 +1,6 @@
 """Resumable downloads: over HTTPS from ota-tool serve into the simulated device, broken by
 network faults and by power cuts mid-download; what is re-downloaded is measured."""
+import os
 import shutil
 
 import pytest
@@ -20,7 +21,8 @@ def repo(tmp_path_factory):
     v2 = images.app_image("2.0.0", size=400 * 1024, seed=2)
     release.build(v2, "2.0.0", [key], str(d / "repo"))  # raw only: the resumable kind
     srv = server.start_server(str(d / "repo"), tls_dir=str(d / "tls"))
-    yield {"v1": v1, "v2": v2, "pub": keys.public_text(key), "srv": srv, "url": srv.url + "stable.json"}
+    yield {"v1": v1, "v2": v2, "pub": keys.public_text(key), "srv": srv, "url": srv.url + "stable.json",
+           "dir": str(d / "repo")}
     srv.stop()
 
 
@@ -73,6 +75,9 @@ def test_network_break_resumes_with_range(tmp_path, repo):
     assert len(art) == 2 and art[1][1] > 0 and art[1][2] == art[1][1]  # second request: a Range, honoured
     wasted = f.served - len(repo["v2"]) - 0
     assert wasted < 2 * BLOCK + 1, wasted  # manifest bytes are counted apart below
+    # the result says what came over the network: the image, plus what the break made it fetch twice
+    manifest_len = os.path.getsize(os.path.join(repo["dir"], "stable.json"))
+    assert out.value["downloaded"] == f.served - manifest_len >= len(repo["v2"])
     assert dev.boot_only()[0] == "ota_1"
 
 
@@ -104,6 +109,8 @@ def test_power_cut_mid_download_resumes_after_reboot(tmp_path, repo, fraction):
     # bytes fetched twice: what came after the last journal entry, at most `every` + a block
     assert redownloaded < 2 * BLOCK + (lost - resumed_at), (redownloaded, lost, resumed_at)
     assert lost - resumed_at < every + 2 * BLOCK + 2048
+    # the result (and the agent's report) counts the bytes this resumed download transferred
+    assert out.value["downloaded"] == len(repo["v2"]) - resumed_at, (out.value["downloaded"], resumed_at)
     assert dev.boot_only()[0] == "ota_1"
 
 

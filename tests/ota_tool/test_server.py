@@ -154,7 +154,13 @@ def test_symlink_out_refused(running, release, tmp_path):
 def test_access_log(running):
     request(running, "/fw.bin", headers={"Range": "bytes=0-99"})
     request(running, "/missing")
-    lines = [ln for ln in running.log.getvalue().splitlines() if '"GET' in ln]
+    # The server writes its line once the response is out: the client may have it all first.
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [ln for ln in running.log.getvalue().splitlines() if '"GET' in ln]
+        if len(lines) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
     assert len(lines) == 2
     assert lines[0].startswith("127.0.0.1 - - [")
     assert '"GET /fw.bin HTTP/1.1" 206 100 range="bytes=0-99"' in lines[0]
@@ -271,10 +277,18 @@ def test_serve_command(release, tmp_path):
         port = int(url.rsplit(":", 1)[1].strip("/"))
         status = request(type("S", (), {"ca_der": ca_der, "port": port}), "/manifest.json")[0]
         assert status == 200
+        # The server writes its log line once the response is out: the client may have it all first.
+        import select
+
+        log = ""
+        deadline = time.time() + 5
+        while '"GET /manifest.json' not in log and time.time() < deadline:
+            if select.select([proc.stderr], [], [], 0.1)[0]:
+                log += proc.stderr.readline()
     finally:
         proc.terminate()
         proc.wait(10)
-    assert '"GET /manifest.json HTTP/1.1" 200 14' in proc.stderr.read()
+    assert '"GET /manifest.json HTTP/1.1" 200 14' in log + proc.stderr.read()
 
 
 def test_serve_help():

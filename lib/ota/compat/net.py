@@ -1,7 +1,7 @@
-# Sockets and TLS (used by ota/http.py).
+# Sockets and TLS (used by ota/http.py and ota/push.py).
 from . import ENOMEM, ETIMEDOUT, MICROPYTHON
 
-# http.py reaches the network only through the functions below. What differs:
+# http.py and push.py reach the network only through the functions below. What differs:
 # - MicroPython's TLS socket is a stream (read/readinto/write). A blocking readinto() fills the
 #   whole buffer before it returns, so reads run non-blocking behind select.poll to return what
 #   arrived and to time out; CPython's SSLSocket.recv_into returns what one record holds and
@@ -9,6 +9,10 @@ from . import ENOMEM, ETIMEDOUT, MICROPYTHON
 # - CPython loads a client certificate only from files, MicroPython from DER bytes.
 # - getaddrinfo gives a bytearray sockaddr on the unix port and a tuple elsewhere: it is only ever
 #   handed back to connect().
+# - After the first net_readinto a MicroPython socket is non-blocking, so a later write (the next
+#   request on a kept HTTP connection, an MQTT packet) may take part of the data or none: net_send
+#   waits for room with poll. CPython's socket keeps its timeout: sendall.
+# The CPython half is in compat/_net_cpython.py, which a device never loads.
 # A connection is a list [socket, poller, raw_socket] so the poller is made once per connection.
 import socket as _socket
 
@@ -39,16 +43,29 @@ if MICROPYTHON:
     def _client_cert(ctx, cert, key):
         ctx.load_cert_chain(cert, key)
 
-    def net_write(conn, data, timeout_ms):
-        # Still blocking here (requests are written before the first read): write() sends it all.
-        conn[2].settimeout(timeout_ms / 1000)
+    def net_send(conn, data, timeout_ms):
+        s = conn[0]
         view = memoryview(data)
         done = 0
+        if conn[1] is None:  # never read from: still blocking, write() sends it all
+            conn[2].settimeout(timeout_ms / 1000)
+            while done < len(data):
+                n = s.write(view[done:])
+                if not n:
+                    raise OSError(_ETIMEDOUT)
+                done += n
+            return
+        waiter = None
         while done < len(data):
-            n = conn[0].write(view[done:])
-            if not n:
+            n = s.write(view[done:])
+            if n:
+                done += n
+                continue
+            if waiter is None:
+                waiter = _select.poll()
+                waiter.register(s, _select.POLLOUT)
+            if not waiter.poll(timeout_ms):
                 raise OSError(_ETIMEDOUT)
-            done += n
 
     def net_readinto(conn, buf, nbytes, timeout_ms):
         """Read at most nbytes into buf[0:]: n > 0 bytes, 0 at the end of the stream, None when
@@ -68,6 +85,16 @@ if MICROPYTHON:
             return -1 if n is None else n
         return None
 
+    def net_quiet(conn):
+        """True when nothing waits to be read on a connection kept between requests: a server that
+        closed it has sent a FIN or a TLS alert, which makes it readable (poll, no wait)."""
+        poller = conn[1]
+        if poller is None:
+            return True
+        for _ in poller.ipoll(0):
+            return False
+        return True
+
     def is_timeout(e):
         return isinstance(e, OSError) and e.args and e.args[0] in (_ETIMEDOUT, -_ETIMEDOUT)
 
@@ -76,66 +103,7 @@ if MICROPYTHON:
         return isinstance(e, ValueError)
 
 else:
-    import ssl as _ssl
-
-    def _tls_context(ca):
-        ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)  # loads no system CAs
-        ctx.verify_mode = _ssl.CERT_REQUIRED
-        ctx.check_hostname = True  # pyright: ignore[reportAttributeAccessIssue] (CPython only)  # mbedTLS checks the name given as server_hostname itself
-        ctx.load_verify_locations(cadata=ca)
-        return ctx
-
-    def _client_cert(ctx, cert, key):
-        # CPython loads the pair only from files: write PEM copies to a private temporary folder.
-        import binascii
-        import os
-        import tempfile
-
-        def pem(label, der):
-            b64 = binascii.b2a_base64(der, newline=False).decode()
-            lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
-            return "-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, "\n".join(lines), label)
-
-        with tempfile.TemporaryDirectory() as d:
-            cpath = d + "/cert.pem"
-            kpath = d + "/key.pem"
-            with open(cpath, "w") as f:
-                f.write(pem("CERTIFICATE", cert))
-            with open(os.open(kpath, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:  # pyright: ignore[reportAttributeAccessIssue] (CPython only)
-                f.write(pem("PRIVATE KEY", key))  # PKCS#8 DER
-            ctx.load_cert_chain(cpath, kpath)
-
-    def net_write(conn, data, timeout_ms):
-        conn[0].settimeout(timeout_ms / 1000)
-        conn[0].sendall(data)
-
-    def net_readinto(conn, buf, nbytes, timeout_ms):
-        """Read at most nbytes into buf[0:]: n > 0 bytes, 0 at the end of the stream, None when
-        nothing arrived within timeout_ms (-1, 'bytes but no whole record', never happens here)."""
-        s = conn[0]
-        s.settimeout(max(timeout_ms, 1) / 1000)
-        try:
-            return s.recv_into(buf, nbytes)
-        except (_socket.timeout, _ssl.SSLWantReadError):  # pyright: ignore[reportAttributeAccessIssue] (CPython only)
-            return None
-
-    def is_timeout(e):
-        return isinstance(e, TimeoutError)
-
-    def tls_rejected(e):
-        return isinstance(e, _ssl.SSLCertVerificationError)
-
-    def _check_dates(tls):
-        # mbedTLS on the ESP32 checks the certificate's dates against the board's RTC
-        # (CONFIG_MBEDTLS_HAVE_TIME_DATE), OpenSSL here against the host's clock: check them against
-        # the device's clock (compat.unix_time) too, so an unset clock fails here as on a chip.
-        from . import unix_time
-
-        cert = tls.getpeercert()
-        now = unix_time()
-        if not _ssl.cert_time_to_seconds(cert["notBefore"]) <= now <= _ssl.cert_time_to_seconds(cert["notAfter"]):
-            tls.close()
-            raise _ssl.SSLCertVerificationError("certificate verify failed: not valid at the device's time (%d)" % now)
+    from ._net_cpython import _check_dates, _client_cert, _tls_context, is_timeout, net_quiet, net_readinto, net_send, tls_rejected  # noqa: F401
 
 
 def tls_context(ca, cert=None, key=None):
@@ -199,31 +167,3 @@ def net_close(conn):
             s.close()
         except Exception:
             pass
-
-
-# --- added for ota.push: a long-lived connection written to after it has been read from (MQTT).
-# After net_readinto a MicroPython socket is non-blocking (see above), so a write may take only
-# part of the data or none: wait for room with poll. CPython's socket keeps its timeout: sendall.
-if MICROPYTHON:
-    def net_send(conn, data, timeout_ms):
-        if conn[1] is None:  # never read from: still blocking
-            net_write(conn, data, timeout_ms)
-            return
-        s = conn[0]
-        view = memoryview(data)
-        done = 0
-        waiter = None
-        while done < len(data):
-            n = s.write(view[done:])
-            if n:
-                done += n
-                continue
-            if waiter is None:
-                waiter = _select.poll()
-                waiter.register(s, _select.POLLOUT)
-            if not waiter.poll(timeout_ms):
-                raise OSError(_ETIMEDOUT)
-
-else:
-    def net_send(conn, data, timeout_ms):
-        net_write(conn, data, timeout_ms)
