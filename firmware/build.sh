@@ -7,6 +7,10 @@
 #
 #   firmware/build.sh --version 1.2.0 [--factory] [--mpy-dir ~/micropython] [--out dist]
 #
+# The image must leave at least SLOT_MARGIN bytes (default 65536, 4 percent of a 1.5 MiB slot) free in the
+# smallest app slot, so that later releases with the same features still fit: the build fails
+# otherwise.
+#
 # Writes to the output folder (default firmware/dist/<version>[-factory]/):
 #   micropython.bin      the app image: what `ota-tool release` signs and devices download
 #   bootloader.bin, partition-table.bin, firmware.bin (all three merged, for cable flashing only)
@@ -19,9 +23,10 @@ VARIANT=""
 MPY_DIR=${MPY_DIR:-}
 OUT=""
 OTA_TOOL=${OTA_TOOL:-ota-tool}
+SLOT_MARGIN=${SLOT_MARGIN:-65536}
 
 usage() {
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -68,19 +73,7 @@ cp "$B/micropython.bin" "$B/bootloader/bootloader.bin" "$B/partition_table/parti
 # Check what was built, with the device's own image check: an app image, of this version, that
 # fits the OTA slots of the table it was built with.
 if [ -n "$VARIANT" ]; then TABLE="$HERE/partitions-factory.csv"; else TABLE="$REPO/partitions.csv"; fi
-"${PYTHON:-python3}" - "$OUT/micropython.bin" "$VERSION" "$TABLE" <<'PY'
-import sys
-from ota_tool import images, partitions, release
-app, version, table = open(sys.argv[1], "rb").read(), sys.argv[2], sys.argv[3]
-release.check_image(app)
-desc = images.describe(app) or {}
-if desc.get("version") != version:
-    sys.exit("error: the app descriptor says version %r, expected %r" % (desc.get("version"), version))
-slot = min(p.size for p in partitions.load_csv(table) if p.is_app())
-if len(app) > slot:
-    sys.exit("error: micropython.bin is %d bytes, the app partitions hold %d" % (len(app), slot))
-print("ok: micropython.bin %d bytes (%d%% of a %d KiB slot), version %s" % (len(app), len(app) * 100 // slot, slot // 1024, version))
-PY
+"${PYTHON:-python3}" "$HERE/check_image.py" "$OUT/micropython.bin" "$VERSION" "$TABLE" --margin "$SLOT_MARGIN"
 # One whole-flash image for factory programming, checked by ota-tool like a cable flash.
 "$OTA_TOOL" flash --firmware "$OUT/micropython.bin" --bootloader "$OUT/bootloader.bin" \
     --partitions "$TABLE" --merge-only -o "$OUT/full-flash.bin"

@@ -63,7 +63,8 @@ def healthy():
 
 
 def remembered(key):
-    """A device app returning what the device keeps in NVS under `key` (ota.state), or None."""
+    """A device app returning what the device keeps in NVS under `key` (ota.ledger's records,
+    through ota.state), or None."""
     def app():
         from ota import state
 

@@ -4,6 +4,7 @@
     ota.confirm(self_test)          # in boot.py/main.py, after every boot
     ota.install_image(stream, length, sha256)   # write + verify + set_boot
     ota.status()                    # slots, states, versions, rollback support
+    ota.deepsleep(ms)               # battery devices: deep sleep that never skips an update's boot
     ota.update_now()                # one update check and install, settings from ota.json
     import ota.config; ota.config.set("source", url)   # settings (see ota/config.py)
     import ota.agent                # what main.py runs: boot-time confirmation, schedule, reports
@@ -45,6 +46,15 @@ def status():
     from .overview import status as _status
 
     return _status()
+
+
+def deepsleep(ms=None):
+    """machine.deepsleep(ms) for devices that update: resets instead when an installed update waits
+    for its boot (a wake would not boot it), refuses (OTAError "pending_verify") while the running
+    image is unconfirmed. See ota/sleep.py."""
+    from .sleep import deepsleep as _deepsleep
+
+    _deepsleep(ms)
 
 
 def pending_verify():

@@ -8,8 +8,8 @@
 #   a.check_now(source=..., verify=..., secure=..., reboot=False)   # one run, settings overridden
 import machine
 
-from . import audit, bootstate, config, otadata, slot, state
-from .compat import collect, mem_free, sleep_ms
+from . import audit, bootstate, clock, config, ledger, otadata, slot
+from .compat import c_heap_largest, collect, mem_free, sleep_ms
 from .errors import OTAError
 
 APP_JOURNAL = "ota-app.journal"  # ota.apptree.JOURNAL: app bundle code is loaded only where it exists
@@ -17,7 +17,7 @@ APP_JOURNAL = "ota-app.journal"  # ota.apptree.JOURNAL: app bundle code is loade
 # Reasons that are the network's fault: retried with backoff. Everything else is a refusal.
 _TRANSIENT = ("source_error", "truncated", "timeout", "stalled", "connect", "network", "tls", "dns",
               "bad_response", "http_500", "http_502", "http_503", "http_504", "http_429", "not_found",
-              "http_404", "flash_error", "out_of_memory", "internal_error")
+              "http_404", "flash_error", "out_of_memory", "internal_error", "clock_unset")
 
 # A new image's server check (part of its self-test) is tried this many times, 1 s then 2 s apart,
 # when it fails for the network's reasons: one dropped connection must not roll back a good release.
@@ -68,14 +68,14 @@ class Agent:
         for k in fields:
             doc[k] = fields[k]
         try:
+            clock.ensure(self.cfg["ntp"])  # TLS needs the date (a report may be the first connection)
             f = self._fetcher(self.cfg, timeout=5000)
             f.post_json(url, json.dumps(doc).encode(), 512)
         except Exception as e:  # best effort: a report must never stop an update or a rollback
             print("ota: report not sent: %r" % (e,))
 
     def _running_version(self):
-        cur = state.get_json("cur")
-        return cur.get("version") if cur else None
+        return ledger.running_version()
 
     # --- the pieces of a check
 
@@ -159,6 +159,11 @@ class Agent:
             free = mem_free()
             if free is not None and free < cfg["min_free_heap"]:
                 return "heap"
+        if cfg["min_free_idf_heap"]:
+            # TLS buffers and sockets come from the ESP-IDF heap, not the GC heap (two heaps)
+            largest = c_heap_largest()
+            if largest is not None and largest < cfg["min_free_idf_heap"]:
+                return "idf_heap"
         win = cfg["window"]
         if win:
             now = audit.trusted_time()
@@ -210,6 +215,7 @@ class Agent:
         fetcher = trust = None
         try:
             self.connect is None or self.connect()
+            clock.ensure(cfg["ntp"])  # certificate dates: an unset clock (2000) fails every handshake
             fetcher = self._fetcher(cfg)
             if cfg["verify"]:
                 trust = self._rotate_keys(cfg, fetcher, self._trust(cfg))
@@ -322,7 +328,9 @@ class Agent:
 
     def _self_test_ok(self):
         """(ok, why): the user's checks, the network, and the update server answering with a
-        manifest that verifies — a firmware that cannot reach its server must not be kept."""
+        manifest that verifies — a firmware that cannot reach its server must not be kept.
+        ok is None when the clock cannot be set (no NTP): the server check cannot run, which says
+        nothing about the release."""
         from . import update
 
         try:
@@ -331,6 +339,11 @@ class Agent:
             if self.connect is not None and not self.connect():
                 return False, "network does not come up"
             tries = SERVER_CHECK_TRIES if self.cfg["source"] else 0
+            if tries:
+                try:
+                    clock.ensure(self.cfg["ntp"])
+                except OTAError as e:
+                    return None, str(e)
             for i in range(tries):
                 try:
                     update.fetch_verified(self._fetcher(self.cfg), self.cfg["source"],
@@ -350,26 +363,31 @@ class Agent:
         # own: the firmware failed by itself (its self-test, repeated crashes), not the network:
         # only that counts against the release (policy "known_bad"); a network attacker must not
         # be able to make a device refuse a good release for good.
-        pend = state.get_json("pend")
-        rep = {"event": "rolled_back", "reason": why[:120], "target_version": pend.get("version") if pend else None}
+        rec = ledger.running()
+        target = rec.get("version") if rec else None
+        ledger.report_later({"event": "rolled_back", "reason": why[:120], "target_version": target})
+        self.log("rolled_back", reason=why[:120], target_version=target)
+        ledger.set_probe(None)
         try:
-            state.set_json("rep", rep)  # sent by the previous image after the reset: it has a network
-        except (OSError, ValueError):
-            pass
-        self.log("rolled_back", reason=why[:120], target_version=rep["target_version"])
-        state.erase("probe")
-        bootstate.rollback(why, own)
+            bootstate.rollback(why, own)
+        except OTAError as e:
+            # Nothing it may go back to (no valid previous image, or one below the anti-rollback
+            # counter): the image that runs is the best this board has. Keep it, and say so.
+            ledger.take_report()
+            self.report("rollback_refused", reason=e.reason, message=("%s; kept after: %s" % (e.message, why))[:200])
+            return False
+        return True
 
     def _send_pending_report(self):
-        rep = state.get_json("rep")
+        rep = ledger.take_report()
         if rep is not None:
-            state.erase("rep")
             ev = rep.pop("event", "rolled_back")
             self.report(ev, **rep)
 
     def boot(self):
         """Confirm or roll back the image that runs, and the app bundle (ota.bundle) with it.
-        Returns "confirmed", "already_valid" or "app_confirmed" (an app update alone); does not
+        Returns "confirmed", "already_valid", "app_confirmed" (an app update alone) or
+        "unconfirmed" (the clock could not be set for the server check: judged next boot); does not
         return when it rolls back (machine.reset()). Call it before importing the app: it first
         finishes or undoes an interrupted app switch (self.app_state: ota.apptree.recover(); do
         not import the app when it is "unsupported" or "error")."""
@@ -387,10 +405,7 @@ class Agent:
         limit = self.cfg["boot_retry_limit"]
         run = slot.running()
         st = bootstate.running_state(run)
-        probe = state.get_json("probe")
-        if probe is not None and probe.get("slot") != slot.label(run):
-            state.erase("probe")  # a rolled-back image's counter
-            probe = None
+        probe = ledger.probe(run)
         fresh = st in (otadata.PENDING_VERIFY, otadata.NEW, otadata.UNDEFINED)
         if fresh and limit > 1:
             # Take over from ESP-IDF's single-shot rollback (one brownout would roll back a good
@@ -398,7 +413,7 @@ class Agent:
             # rollback is cancelled, so a power cut between the two still rolls back.
             if probe is None:
                 probe = {"slot": slot.label(run), "tries": 0}
-                state.set_json("probe", probe)
+                ledger.set_probe(probe)
             try:
                 import esp32
 
@@ -407,22 +422,25 @@ class Agent:
                 pass
             fresh = False
         if probe is None and not fresh:
-            bootstate.reconcile(run)
+            self._settle(run, True)
             if app is not None and app.settle() == "swapped" and app.pending():
                 return self._confirm_app(app)
             self._send_pending_report()
             return "already_valid"
+        self._settle(run, False)
         if probe is not None:
             probe["tries"] = probe.get("tries", 0) + 1
-            state.set_json("probe", probe)
-            if probe["tries"] > limit:
-                self._rollback("no successful self-test in %d boots" % limit)
+            ledger.set_probe(probe)
+            if probe["tries"] > limit and self._rollback("no successful self-test in %d boots" % limit):
+                return None  # not reached: the rollback resets
         ok, why = self._self_test_ok()
+        if ok is None:
+            return self._undecided(run, probe, why)
         if not ok:
             self._rollback(why, why.startswith("self-test"))
         if probe is not None:
-            state.erase("probe")
-            bootstate.reconcile(run)
+            ledger.set_probe(None)
+            self._settle(run, True)
             result = "confirmed"
         else:
             result = bootstate.confirm()
@@ -432,16 +450,38 @@ class Agent:
         self.report("confirmed", running_version=self._running_version(), boot_attempts=probe["tries"] if probe else 1)
         return result
 
+    def _settle(self, run, confirmed):
+        # The ledger follows what the bootloader did; a new image it refused to load is reported.
+        if bootstate.reconcile(run, confirmed, at_boot=True) == "refused":
+            msg = "the bootloader refused to load the new image: %s boots again" % slot.label(run)
+            ledger.report_later({"event": "rolled_back", "reason": "bootloader_refused", "message": msg})
+
+    def _undecided(self, run, probe, why):
+        # Not judged this boot (clock_unset): neither confirmed nor rolled back, and the boot is not
+        # counted. The bootloader's single-shot rollback would undo a good release at the next
+        # reset for it: the agent's boot counter takes over (as with boot_retry_limit > 1) and the
+        # next boot judges again.
+        if probe is None:
+            ledger.set_probe({"slot": slot.label(run), "tries": 0})
+            try:
+                import esp32
+
+                esp32.Partition.mark_app_valid_cancel_rollback()
+            except OSError:
+                pass
+        else:
+            probe["tries"] -= 1
+            ledger.set_probe(probe)
+        self.log("unconfirmed", reason=why[:120])
+        return "unconfirmed"
+
     def _confirm_app(self, app):
         # An app update alone: the same self-test; a failure restores the previous tree and resets
         # (the failed app may be imported already).
         version = app.journal().get("v")
         ok, why = self._self_test_ok()
         if not ok:
-            try:
-                state.set_json("rep", {"event": "rolled_back", "reason": why[:120], "app_version": version})
-            except (OSError, ValueError):
-                pass
+            ledger.report_later({"event": "rolled_back", "reason": why[:120], "app_version": version})
             self.log("rolled_back", reason=why[:120], app_version=version)
             app.rollback(why, failed=why.startswith("self-test"))  # network faults do not count
             machine.reset()

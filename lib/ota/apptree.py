@@ -120,31 +120,22 @@ def supports(reqs, version):
 
 
 def firmware_version():
-    """The signed version of the running firmware: the pending release on its first boots, else
-    the current one, or the previous one when the current one is in the other slot (after a
-    rollback); None when unknown. ota.state's releases name their slot when installed over the
-    air; one without a slot (provisioned at the factory) is taken as the running one."""
-    from . import slot, state
+    """The signed version of the running firmware (ota.ledger's record of the slot that booted,
+    confirmed or on probation), or None when unknown."""
+    from . import ledger
 
-    run = slot.label(slot.running())
-    for key in ("pend", "cur", "prev"):
-        rel = state.get_json(key)
-        if rel is not None and rel.get("slot", None if key == "pend" else run) == run:
-            return rel.get("version")
-    return None
+    rec = ledger.running()
+    return rec.get("version") if rec else None
 
 
 def _runs(fw):
     # Whether the firmware a staged tree waits for (manifest SHA-256 hex; None: any) runs now.
     if fw is None:
         return True
-    from . import slot, state
+    from . import ledger
 
-    pend = state.get_json("pend")
-    if pend is not None and pend.get("slot") == slot.label(slot.running()):
-        return pend.get("manifest_sha256") == fw
-    cur = state.get_json("cur")
-    return cur is not None and cur.get("manifest_sha256") == fw
+    rec = ledger.running()
+    return rec is not None and rec.get("manifest_sha256") == fw
 
 
 # --- switch, confirm, rollback --------------------------------------------------------------------
@@ -247,14 +238,14 @@ def settle():
     j = journal()
     if j.get("phase") != "swapped" or not j.get("fw"):
         return j.get("phase")
-    from . import slot, state
+    from . import ledger, slot
 
     run = slot.label(slot.running())
     if run != j.get("slot"):
         rollback("the firmware it came with (%s) is not running" % j.get("fwv"))
         return "rolled_back"
-    pend = state.get_json("pend")
-    if pend is not None and pend.get("slot") == run:
+    rec = ledger.running()
+    if rec is not None and not rec.get("ok"):
         return "swapped"  # the firmware is still on probation: so is its app
     confirm()
     return "confirmed"

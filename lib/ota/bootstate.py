@@ -7,7 +7,7 @@
 import esp32
 import machine
 
-from . import otadata, slot, state
+from . import ledger, otadata, slot
 from .errors import OTAError
 
 _ERR_NOT_FOUND = -261  # ESP_ERR_NOT_FOUND: no otadata partition, no rollback support
@@ -47,32 +47,22 @@ def previous_slot(run=None):
 
 def rollback(reason="requested", remember=True):
     """Boot the previous image now. Does not return (machine.reset()); raises OTAError if there is
-    no valid previous image to go back to, or if it is below the anti-rollback counter.
-    remember: count it as a failure of the pending release (see update.KNOWN_BAD_AFTER); False when
-    the cause may be the network, not the release."""
+    no valid previous image to go back to, or if it may not run again (a release confirmed here, not
+    below the anti-rollback counter: see ota.ledger).
+    remember: count it as a failure of the unconfirmed running image (ledger.KNOWN_BAD_AFTER);
+    False when the cause may be the network, not the release."""
     run = slot.running()
     prev = previous_slot(run)
     if prev is None:
         raise OTAError("no_rollback_target", "there is no previous image to roll back to")
-    # The release we would go back to: while the running image is still the pending (unpromoted)
-    # one, that is the current release; once promoted, the one before it. It must not be below the
-    # anti-rollback counter (raised only when a release is promoted).
-    pend = state.get_json("pend")
-    pending = pend is not None and pend.get("slot") == slot.label(run)
-    back = state.get_json("cur" if pending else "prev")
-    if back is not None and back.get("security_version", 0) < state.security_counter():
-        raise OTAError("security_version", "the previous release %s is below the anti-rollback counter" % back.get("version"))
+    _may_run_again(prev)
     buf = bytearray(512)  # small: a rollback must not fail for want of a contiguous 4 KiB
     try:
         slot.verify_in_place(prev, buf, slot.chip_id(run, buf))
     except OTAError as e:
         raise OTAError("no_rollback_target", "the previous image in %s is not valid (%s)" % (slot.label(prev), e.message))
     print("ota: rolling back from %s to %s: %s" % (slot.label(run), slot.label(prev), reason))
-    if pending:
-        if remember:
-            _count_failure(pend)
-        pend["judged"] = 1  # counted (or excused) here: reconcile must not count it again
-        state.set_json("pend", pend)
+    ledger.failed(run, remember)  # counted (or excused) here: reconcile must not count it again
     if running_state(run) != otadata.PENDING_VERIFY:
         # Confirmed image, or a bootloader without app rollback: point the bootloader back ourselves.
         # (While PENDING_VERIFY the reset alone rolls back, with no flash write of ours.)
@@ -92,7 +82,7 @@ def confirm(self_test=None):
     """
     st = running_state()
     if st not in (otadata.PENDING_VERIFY, otadata.NEW, otadata.UNDEFINED):
-        reconcile()
+        reconcile(confirmed_now=True)
         return "already_valid"
     ok = True
     why = "self-test failed"
@@ -102,11 +92,10 @@ def confirm(self_test=None):
         except Exception as e:
             ok = False
             why = "self-test raised %r" % (e,)
-    if st == otadata.PENDING_VERIFY or st == otadata.UNDEFINED:
-        try:
-            state.set_int("rb", 1 if st == otadata.PENDING_VERIFY else 0)
-        except OSError:
-            pass  # a report, not a decision
+    if st in (otadata.PENDING_VERIFY, otadata.UNDEFINED, otadata.NEW):
+        # NEW at run time: the firmware asked for rollback, the bootloader (flashed with the board,
+        # never updated over the air) was built without it and never made it PENDING_VERIFY
+        ledger.rollback_support_seen(1 if st == otadata.PENDING_VERIFY else 2 if st == otadata.NEW else 0)
     if not ok:
         rollback(why)
     try:
@@ -115,49 +104,69 @@ def confirm(self_test=None):
         if e.args and e.args[0] == _ERR_NOT_FOUND:
             return "no_rollback"
         raise OTAError("confirm_failed", "mark_app_valid_cancel_rollback failed: %s" % e)
-    reconcile()
+    reconcile(confirmed_now=True)
     return "confirmed"
 
 
-def reconcile(run=None):
-    """Bring the remembered release in line with what runs, once it is confirmed: promote the
-    pending release (and raise the anti-rollback counter to it), or forget a pending release that
-    was rolled back. Idempotent, so a power cut in the middle is finished at the next boot."""
-    pend = state.get_json("pend")
-    if pend is None:
-        return
+def _may_run_again(part):
+    # ota.ledger's rule: a confirmed release not below the counter; before any counter, an image
+    # with no record (flashed by cable) too.
+    rec = ledger.release(part)
+    counter = ledger.security_counter()
+    if rec is not None and not rec.get("ok"):
+        raise OTAError("no_rollback_target", "the image in %s never confirmed itself here" % slot.label(part))
+    if counter and (rec is None or rec.get("security_version", 0) < counter):
+        raise OTAError("security_version", "the image in %s (%s) is below the anti-rollback counter %d" % (
+            slot.label(part), rec.get("version") if rec else "unknown release", counter))
+
+
+def reconcile(run=None, confirmed_now=False, at_boot=False):
+    """Bring the ledger in line with what the bootloader did (the transitions are ota.ledger's).
+    confirmed_now: the running image is confirmed (its record is promoted). at_boot: called right
+    after a reset (agent.boot), when an image the otadata selects but that does not run can only
+    have been refused by the bootloader. Idempotent: a power cut in the middle is finished at the
+    next boot. Returns "refused" when the bootloader refused a new image, else None."""
     run = run or slot.running()
-    if pend.get("slot") == slot.label(run):
-        cur = state.get_json("cur")
-        if cur is not None and cur.get("manifest_sha256") != pend.get("manifest_sha256"):
-            state.set_json("prev", cur)
-        state.set_json("cur", pend)  # with its slot: which release a slot holds (ota.apptree)
-        sv = pend.get("security_version", 0)
-        if sv > state.security_counter():
-            state.set_int("secver", sv)
-        state.erase("pend")
-    elif not slot.same(slot.boot(), slot.by_label(pend.get("slot"))):
-        # It was rolled back. Not by rollback() (that judges it): the bootloader did, because the
-        # image reset before it confirmed itself (a crash, a watchdog, a power cut in its first
-        # boot). That counts against it too, or a release that crashes at boot would be installed
-        # and rolled back at every check, for ever.
-        # (A slot that never booted is still NEW: nothing to count.)
-        if not pend.get("judged") and _aborted(pend.get("slot")):
-            _count_failure(pend)
-        state.erase("pend")
-
-
-def _aborted(label):
+    ledger.migrate(run)
+    if confirmed_now:
+        ledger.confirmed(run)
+    outcome = None
+    boot = slot.boot()
     ents = otadata.entries()
-    part = slot.by_label(label)
-    i = slot.ota_index(part) if part is not None else None
-    if ents is None or i is None:
-        return False
-    return otadata.slot_state(ents, i, len(slot.ota_slots())) in (otadata.ABORTED, otadata.INVALID)
+    slots = slot.ota_slots()
+    for part in slots:
+        rec = ledger.raw(part)
+        if rec is None:
+            continue
+        if ledger.stale(part, rec):
+            ledger.drop(part)  # the slot holds another build now (flashed by cable)
+            continue
+        if rec.get("ok") or slot.same(part, run):
+            continue  # a confirmed release (a rollback target), or the one that runs
+        st = otadata.slot_state(ents, slot.ota_index(part), len(slots)) if ents else None
+        if st in (otadata.ABORTED, otadata.INVALID):
+            # Rolled back by the bootloader: the image reset before it confirmed itself (a crash,
+            # a watchdog, a power cut in its first boot). That counts against it, or a release that
+            # crashes at boot would be installed and rolled back at every check, for ever.
+            ledger.count_failure(rec)
+            ledger.drop(part)
+        elif slot.same(boot, part) and (st == otadata.PENDING_VERIFY or (at_boot and _after_reset())):
+            # Selected but not running: the bootloader refused to load it (PENDING_VERIFY on a slot
+            # that does not run exists only then). Point the boot back, or every check would wait
+            # for a reboot that never runs it.
+            ledger.count_failure(rec)
+            ledger.drop(part)
+            try:
+                run.set_boot()
+            except OSError:
+                pass  # the running image is valid: ESP-IDF only refuses an invalid one
+            outcome = "refused"
+        elif not slot.same(boot, part):
+            ledger.drop(part)  # never became bootable (a power cut before set_boot): not a failure
+    return outcome
 
 
-def _count_failure(pend):
-    # After update.KNOWN_BAD_AFTER failures of one image here the policy refuses it ("known_bad").
-    bad = state.get_json("bad") or {}
-    n = bad.get("n", 0) + 1 if bad.get("image_sha256") == pend.get("image_sha256") else 1
-    state.set_json("bad", {"image_sha256": pend.get("image_sha256"), "version": pend.get("version"), "n": n})
+def _after_reset():
+    # A soft reset or a wake from deep sleep does not run the bootloader's choice: not a refusal.
+    cause = machine.reset_cause()
+    return cause != getattr(machine, "SOFT_RESET", -1) and cause != getattr(machine, "DEEPSLEEP_RESET", -1)

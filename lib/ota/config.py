@@ -35,6 +35,9 @@ DEFAULTS = {
     "allow_downgrade": False,
     "board": None,
     "min_free_heap": 0,      # bytes of free heap needed to start a download (0: no check)
+    "min_free_idf_heap": 0,  # bytes of the ESP-IDF heap's largest free block needed likewise (TLS's
+                             # 16.7 KB input buffer is one block: 20000 is a sensible floor; 0: no check)
+    "ntp": ["pool.ntp.org"],  # NTP servers (at most 4) that set the clock before the first TLS connection
     "window": None,          # [start_hour, end_hour] UTC when updates may start (needs a set clock)
     "app_source": None,      # signed app bundle document URL (ota.bundle), checked after the firmware
     "config_source": None,   # signed config document URL (settings files in the app root)
@@ -45,6 +48,7 @@ _TYPES = {"source": str, "channel": str, "keys": dict, "key_threshold": int, "ke
           "ca": str, "client_cert": str, "client_key": str, "interval": int, "jitter": float, "retry": int,
           "retry_max": int, "log": str, "log_max": int, "boot_retry_limit": int, "device_id": str,
           "report_url": str, "allow_downgrade": bool, "board": str, "min_free_heap": int, "window": list,
+          "min_free_idf_heap": int, "ntp": list,
           "app_source": str, "config_source": str}
 
 
@@ -66,7 +70,18 @@ def check_value(key, value):
         raise OTAError("bad_config", "jitter must be in 0..1")
     if key == "window" and not _hours(value):
         raise OTAError("bad_config", "window is [start_hour, end_hour] in UTC")
+    if key == "ntp" and not _names(value, 4, 64):
+        raise OTAError("bad_config", "ntp is a list of at most 4 NTP server names")
     return value
+
+
+def _names(value, most, longest):
+    if not isinstance(value, list) or len(value) > most:
+        return False
+    for h in value:
+        if not isinstance(h, str) or not 0 < len(h) <= longest:
+            return False
+    return True
 
 
 def _hours(value):

@@ -102,8 +102,13 @@ def install(source, length, sha256=None, chip_id=None, resume_from=0, progress=N
     if slot.hash_range(target, length, buf).digest() != digest:
         raise OTAError("flash_verify_failed", "the slot read back differs from what was written: flash fault?")
     if set_boot:
-        try:
-            target.set_boot()
-        except OSError as e:
-            raise OTAError("set_boot_failed", "ESP-IDF refused the image in %s (%s)" % (slot.label(target), e))
+        make_bootable(target)
     return {"slot": slot.label(target), "length": length, "sha256": digest, "segments": len(check.segments)}
+
+
+def make_bootable(target):
+    """Partition.set_boot(): ESP-IDF verifies the image again, then writes otadata."""
+    try:
+        target.set_boot()
+    except OSError as e:
+        raise OTAError("set_boot_failed", "ESP-IDF refused the image in %s (%s)" % (slot.label(target), e))

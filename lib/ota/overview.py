@@ -1,13 +1,14 @@
 # ota.status() (this module is not called `status`: that is the function): both slots, their otadata states and images, what boots next, what the
 # bootloader's rollback can do, and the signed release remembered for each.
-from . import otadata, slot, state
+from . import ledger, otadata, slot
 from .errors import OTAError
 from .bootstate import running_state
 
 
 def _rollback_support(st):
     # What the bootloader can do, as far as otadata shows it: PENDING_VERIFY only exists with app
-    # rollback; UNDEFINED after an update means a bootloader built without it. A VALID image tells
+    # rollback; UNDEFINED after an update means a firmware built without it, NEW at run time a
+    # bootloader built without it ("old_bootloader": it predates v1.21). A VALID image tells
     # nothing, so the last observation is kept in NVS.
     if otadata.partition() is None:
         return "unsupported"
@@ -15,8 +16,10 @@ def _rollback_support(st):
         return "enabled"
     if st == otadata.UNDEFINED:
         return "disabled"
-    seen = state.get_int("rb")
-    return "enabled" if seen == 1 else "disabled" if seen == 0 else "unknown"
+    if st == otadata.NEW:
+        return "old_bootloader"  # the firmware writes NEW; a bootloader without app rollback leaves it
+    seen = ledger.rollback_support_seen()
+    return "enabled" if seen == 1 else "disabled" if seen == 0 else "old_bootloader" if seen == 2 else "unknown"
 
 
 def status():
@@ -26,16 +29,20 @@ def status():
     ents = otadata.entries()
     slots = slot.ota_slots()
     st = running_state(run)
-    cur = state.get_json("cur")
+    rec = ledger.release(run)
+    desc = slot.descriptor(run, buf)
+    boot = slot.boot() or run
     info = {
         "running": slot.label(run),
-        "boot": slot.label(slot.boot() or run),
+        "boot": slot.label(boot),
         "pending_verify": st == otadata.PENDING_VERIFY,
         "rollback": _rollback_support(st),
-        "version": cur.get("version") if cur else None,
-        "release": cur,
-        "pending_release": state.get_json("pend"),
-        "security_counter": state.security_counter(),
+        "version": ledger.running_version(run, desc),
+        "release": rec if rec and rec.get("ok") else None,
+        # Installed and not confirmed yet: running on probation, or waiting for the reset.
+        "pending_release": rec if rec and not rec.get("ok") else
+        (ledger.release(boot) if not slot.same(boot, run) else None),
+        "security_counter": ledger.security_counter(),
         "slots": [],
     }
     try:

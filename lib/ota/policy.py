@@ -10,8 +10,9 @@
 #   allow_downgrade True to accept an older version (security_version still applies)
 #   micropython, idf  versions of the running firmware where known, for "requires"
 #   device_id       for staged rollout
-#   known_bad       SHA-256 (hex) of an image that failed its self-test here (update.KNOWN_BAD_AFTER times)
-#   seen            {"version", "created"} of the newest manifest seen for the highest version, or None
+#   known_bad       SHA-256 (hex) of an image that failed its self-test here (ledger.KNOWN_BAD_AFTER times)
+#   seen            {"v", "t"}: version and signed `created` of the newest manifest seen for this
+#                   channel and board (ledger.seen), or None
 import binascii
 import hashlib
 
@@ -51,11 +52,12 @@ def check(m, facts):
     if channel is not None and m.channel != channel:
         raise OTAError("wrong_channel", "release %s is on channel %s, this device follows %s" % (m.version, m.channel, channel))
     seen = facts.get("seen")
-    if seen and seen.get("version") == m.version and m.created < seen.get("created", 0):
-        # A mirror replaying an older manifest of this version would undo a halt or a narrowed
-        # rollout: `ota-tool rollout` raises `created` whenever it signs a stage again.
-        raise OTAError("replayed", "this manifest of %s is older than one already seen here (created %d < %d): "
-                       "a replay, or the publisher's clock went back" % (m.version, m.created, seen["created"]))
+    if seen and m.created < seen.get("t", 0):
+        # Signed before the newest manifest already seen for this channel and board, whatever its
+        # version: a mirror replaying it would undo a halt, a narrowed rollout or a newer release
+        # (`ota-tool rollout` and `release` raise `created` whenever they sign again).
+        raise OTAError("replayed", "this manifest of %s was signed before one already seen here (%s, created %d < %d): "
+                       "a replay, or the publisher's clock went back" % (m.version, seen.get("v"), m.created, seen["t"]))
     if m.halted:
         raise OTAError("halted", "release %s was halted by its publisher" % m.version)
     bad = facts.get("known_bad")

@@ -95,12 +95,14 @@ def chip_id(part, buf):
     return buf[12] | (buf[13] << 8)
 
 
-DESCRIPTOR_END = const(0xB0)  # image header + the esp_app_desc_t fields read below
+DESCRIPTOR_END = const(0xD0)  # image header + the esp_app_desc_t fields read below
 
 
 def descriptor(part, buf):
     """The app descriptor (esp_app_desc_t, at 0x20 with magic 0xABCD5432) of the image in `part`:
-    {"version", "project", "idf_ver", "secure_version"}, or None. `buf`: at least DESCRIPTOR_END bytes."""
+    {"version", "project", "idf_ver", "secure_version", "elf"}, or None ("elf": the first 8 bytes of
+    the app's ELF SHA-256, in hex: which build it is). `buf`: at least DESCRIPTOR_END bytes."""
+    import binascii
     import struct
 
     mv = memoryview(buf)[:DESCRIPTOR_END]
@@ -115,7 +117,8 @@ def descriptor(part, buf):
             return None  # written by something else than ESP-IDF's build: no version
 
     return {"version": text(0x10, 32), "project": text(0x30, 32), "idf_ver": text(0x70, 32),
-            "secure_version": struct.unpack_from("<I", buf, 0x24)[0]}
+            "secure_version": struct.unpack_from("<I", buf, 0x24)[0],
+            "elf": binascii.hexlify(bytes(buf[0xB0:0xB8])).decode()}
 
 
 def write_block(part, index, buf, n):

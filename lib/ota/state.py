@@ -1,15 +1,9 @@
-# What the device remembers across reboots, in NVS (namespace "ota"): ESP-IDF's NVS writes each
-# entry atomically, so a power cut leaves an entry old or new, never torn.
-#   secver  i32   anti-rollback counter: raised only after a new image confirmed itself
-#   rb      i32   1/0 once seen whether the bootloader has app rollback
-#   cur     blob  summary of the signed release running now (JSON)
-#   prev    blob  summary of the release before it (what a rollback returns to)
-#   pend    blob  summary of a release installed but not confirmed yet, with its slot
-#   bad     blob  image SHA-256, version and failure count of the last release whose self-test failed
-#   seen    blob  version and `created` of the newest manifest seen for the highest version (replays)
-#   jrnl    blob  the download in progress: release, artifact, ETag, bytes written (resume)
-#   probe   blob  boots of an unconfirmed image so far (the agent's boot retry limit)
-#   rep     blob  a report to send once the network is up (e.g. a rollback, sent by the old image)
+# The NVS store under ota.ledger (namespace "ota"): typed get/set of one entry each. Only the
+# ledger decides what is stored; this module only knows how.
+#
+# One handle for the life of the process: esp32.NVS() opens an ESP-IDF handle (nvs_open) that
+# MicroPython never closes (no close(), no finaliser: ports/esp32/esp32_nvs.c), so every
+# construction leaks it into the C heap that TLS needs.
 import json
 
 import esp32
@@ -17,11 +11,14 @@ import esp32
 from .compat import const
 
 NAMESPACE = "ota"
-_MAX_BLOB = const(512)
+MAX_BLOB = const(512)
+_handle = []
 
 
 def _nvs():
-    return esp32.NVS(NAMESPACE)
+    if not _handle:
+        _handle.append(esp32.NVS(NAMESPACE))
+    return _handle[0]
 
 
 def get_int(key, default=None):
@@ -38,7 +35,7 @@ def set_int(key, value):
 
 
 def get_json(key):
-    buf = bytearray(_MAX_BLOB)
+    buf = bytearray(MAX_BLOB)
     try:
         n = _nvs().get_blob(key, buf)
     except OSError:
@@ -51,7 +48,7 @@ def get_json(key):
 
 def set_json(key, value):
     data = json.dumps(value).encode()
-    if len(data) > _MAX_BLOB:
+    if len(data) > MAX_BLOB:
         raise ValueError("state %s too large" % key)
     nvs = _nvs()
     nvs.set_blob(key, data)
@@ -65,7 +62,3 @@ def erase(key):
         nvs.commit()
     except OSError:
         pass  # already absent
-
-
-def security_counter():
-    return get_int("secver", 0)

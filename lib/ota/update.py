@@ -8,7 +8,7 @@
 # set_boot), and the resulting image's SHA-256 is checked by install(): both are signed values.
 import hashlib
 
-from . import slot, state
+from . import ledger, slot
 from .compat import const
 from .errors import OTAError
 from .fetch import fetch_bytes, resolve
@@ -23,8 +23,9 @@ class Checked:
     checked here (a hash state cannot be saved), and the signed image hash checked by install()
     over the whole slot stands for it (a resumed artifact is always the raw image)."""
 
-    def __init__(self, body, size, sha256, start=0):
+    def __init__(self, body, size, sha256, start=0, received=None):
         self.body = body
+        self.received = received  # [n]: bytes received, summed over the attempts of one install
         self.size = size
         self.sha256 = sha256 if not start else None
         self.got = start
@@ -34,6 +35,8 @@ class Checked:
         n = self.body.readinto(buf)
         if n:
             self.got += n
+            if self.received is not None:
+                self.received[0] += n
             if self.got > self.size:
                 raise OTAError("too_long", "the artifact is longer than its signed %d bytes" % self.size)
             self._sha.update(buf if n == len(buf) else memoryview(buf)[:n])
@@ -64,37 +67,21 @@ def device_facts(overrides=None):
     for name in CHIP_IDS:
         if CHIP_IDS[name] == cid:
             chip = name
-    cur = state.get_json("cur")
+    rec = ledger.release(run)
     desc = slot.descriptor(run, buf) or {}
     facts = {
         "chip": chip,
         "slot_size": slot.size(slot.next_update(run)),
-        "running_version": cur.get("version") if cur else _release_version(desc.get("version")),
+        "running_version": ledger.running_version(run, desc),
         "idf": _idf_version(desc.get("idf_ver")),
-        "running_sha256": cur.get("image_sha256") if cur else None,
-        "security_counter": state.security_counter(),
-        "known_bad": _known_bad(),
+        "running_sha256": rec.get("image_sha256") if rec else None,
+        "security_counter": ledger.security_counter(),
+        "known_bad": ledger.known_bad(),
         "micropython": "%d.%d.%d" % sys.implementation.version[:3] if sys.implementation.name == "micropython" else None,
     }
     if overrides:
         facts.update(overrides)
     return facts
-
-
-def _release_version(v):
-    # A board that never installed a signed release (flashed by cable) still must not take an
-    # older one: its image's app descriptor says which version it is, when the firmware build
-    # wrote ours there (firmware/ does). MicroPython's own builds leave it empty or write a git tag
-    # ("v1.24.1"), which is no release version of ours: ignored rather than compared.
-    from .manifest import parse_version
-
-    if not v:
-        return None
-    try:
-        parse_version(v)
-    except OTAError:
-        return None
-    return v
 
 
 def _idf_version(v):
@@ -103,16 +90,6 @@ def _idf_version(v):
         return None
     v = v[1:].split("-")[0]
     return v if v.replace(".", "").isdigit() and 1 <= v.count(".") <= 2 else None
-
-
-# A release whose image failed its self-test here this many times (and was rolled back) is not
-# installed again: once may be a transient fault (the network during the first boot's check).
-KNOWN_BAD_AFTER = 2
-
-
-def _known_bad():
-    bad = state.get_json("bad")
-    return bad.get("image_sha256") if bad and bad.get("n", 0) >= KNOWN_BAD_AFTER else None
 
 
 def _running_image_sha(run, buf):
@@ -165,33 +142,18 @@ def check(fetcher, manifest_url, trust, facts=None, verify=True):
 
     m = fetch_verified(fetcher, manifest_url, trust, verify)
     f = device_facts(facts)
+    channel, board = f.get("channel") or m.channel, f.get("board")
     if verify:
-        f["seen"] = state.get_json("seen")
+        f["seen"] = ledger.seen(channel, board)
     try:
         policy.check(m, f)
     except OTAError as e:
         if verify and e.reason not in policy.NOT_FOR_THIS_DEVICE:
-            _remember_seen(m, f["seen"])  # e.g. a halt: a replay of the stage before it is refused
+            ledger.saw(m, channel, board)  # e.g. a halt: a replay of what was signed before is refused
         raise
     if verify:
-        _remember_seen(m, f["seen"])
+        ledger.saw(m, channel, board)
     return m
-
-
-def _remember_seen(m, seen):
-    # The newest manifest (by its signed `created`) of the highest version seen, for the policy's
-    # "replayed" rule; NVS is written only when it changes. Only manifests meant for this device
-    # count: another board's manifest of the same version must not make ours look old.
-    from .manifest import parse_version
-
-    if seen is not None:
-        try:
-            have = parse_version(seen.get("version"))
-        except (OTAError, TypeError, AttributeError):
-            have = None
-        if have is not None and (have > m.version_key or (have == m.version_key and m.created <= seen.get("created", 0))):
-            return
-    state.set_json("seen", {"version": m.version, "created": m.created})
 
 
 class Release:
@@ -257,68 +219,118 @@ def reserve():
 
 def install_release(fetcher, manifest_url, m, progress=None, buf=None, room=None):
     """Download release `m` (a verified, policy-checked Manifest or its Release), install it,
-    remember it as pending. Returns the install result (the caller resets to boot it).
+    record it in the ledger, make it boot next. Returns the install result (the caller resets).
     buf, room: from reserve(), taken before the verification (else allocated here).
 
     A raw image download resumes: within this call after a network error, and across a reboot
-    through a journal in NVS (release, artifact, ETag; the written length every block). What is
-    already in the slot is re-hashed, not trusted."""
+    through the ledger's journal. What is already in the slot is re-hashed, not trusted. A delta
+    or compressed artifact that does not produce the signed image is replaced, once, by a full one."""
     buf = buf or bytearray(BLOCK)
     run = slot.running()
-    target = slot.next_update(run)
     art, base_len = choose(m, run, buf)
-    if art.encoding == "raw":
+    try:
+        result = _install_artifact(fetcher, manifest_url, m, run, art, base_len, progress, buf, room)
+    except OTAError as e:
+        full = _fallback(m, art, e)
+        if full is None:
+            raise
+        print("ota: the %s artifact of %s failed (%s): the full image instead" % (art.encoding, m.version, e))
+        result = _install_artifact(fetcher, manifest_url, m, run, full, None, progress, buf, room)
+        result["fallback_from"] = art.encoding
+        art = full
+    from .install import make_bootable
+
+    target = slot.by_label(result["slot"])
+    ledger.staged(target, m.summary())  # durable before the boot choice changes
+    try:
+        make_bootable(target)
+    except OTAError:
+        ledger.forget(target)  # ESP-IDF refused it: the record must not name what will not boot
+        raise
+    result["version"] = m.version
+    result["artifact"] = art.encoding
+    return result
+
+
+# Failures that say nothing against an artifact (the network, the device's state): no fallback.
+_NOT_THE_ARTIFACT = _RESUMABLE + ("timeout", "tls", "tls_verify", "dns", "insecure", "no_ca", "bad_ca",
+                                  "pending_verify", "reboot_pending", "no_ota_partition", "flash_error",
+                                  "flash_verify_failed", "too_large")
+# A resume that does not fit what the server or the slot holds now: start again from zero, once.
+_RESUME_BROKEN = ("range_mismatch", "range_not_satisfiable", "bad_resume", "hash_mismatch", "bad_image",
+                  "length_mismatch")
+
+
+def _fallback(m, art, e):
+    # The full artifact to use when a delta or compressed one failed by itself, else None.
+    if art.encoding == "raw" or e.reason in _NOT_THE_ARTIFACT or e.reason.startswith("http_5"):
+        return None
+    full = [a for a in m.artifacts if a.encoding != "delta" and a is not art and _fits(a)]
+    if not full:
+        return None
+    for a in full:
+        if a.encoding == "raw":
+            return a
+    full.sort(key=lambda a: a.size)
+    return full[0]
+
+
+def _install_artifact(fetcher, manifest_url, m, run, art, base_len, progress, buf, room):
+    from .install import check_can_install, install
+
+    _, target = check_can_install(run)
+    ledger.forget(target)  # before the first block changes: the slot no longer holds that release
+
+    raw = art.encoding == "raw"
+    if raw:
         if room:
             del room[:]  # no decoder: its room goes back to the heap (the caller holds the list)
         room = None
-    elif room is None:
+    elif not room:
         room = [bytearray((1 << art.wbits) + _DECODER_STATE)]  # inflate.Inflate frees it just in time
-    from .install import install
-
     url = resolve(manifest_url, art.url)
     ident = {"m": _hex(m.sha256), "a": _hex(art.sha256), "slot": slot.label(target)}
-    resume = 0
-    journal = state.get_json("jrnl")
-    if art.encoding == "raw" and journal is not None and _same(journal, ident):
-        resume = state.get_int("jat", 0)
-        resume -= resume % BLOCK
-        if not 0 <= resume < m.image_size:
-            resume = 0
-    etag = journal.get("etag") if resume and journal else None
+    tag = art.sha256[0]
+    resume, etag = ledger.resume_point(ident, m.image_size, tag) if raw else (0, None)
+    journaled = None  # the validator the journal holds now
+    got = [0]  # bytes received from the network, all attempts
     attempt = 0
+    restarted = False
     while True:
-        body = fetcher.open(url, resume, art.size, etag)
+        body = None
         try:
+            body = fetcher.open(url, resume, art.size, etag)
             if body.offset != resume:
                 resume = 0  # the server ignored the Range or the artifact changed: from zero
-            if art.encoding == "raw":
-                j = dict(ident)
-                j["etag"] = body.etag
-                state.set_json("jrnl", j)
-            stage = _pipeline(Checked(body, art.size, art.sha256, resume), art, m, run, base_len, room)
+            if raw and (journaled is None or journaled != (body.etag or "")):
+                ledger.journal(ident, body.etag)
+                journaled = body.etag or ""
+            stage = _pipeline(Checked(body, art.size, art.sha256, resume, got), art, m, run, base_len, room)
             result = install(stage, m.image_size, m.image_sha256, resume_from=resume, buf=buf,
-                             progress=_journal(progress) if art.encoding == "raw" else progress)
+                             progress=_journal(progress, tag, ledger.journal_every(m.image_size)) if raw else progress,
+                             set_boot=False)
             break
         except OTAError as e:
+            if resume and not restarted and e.reason in _RESUME_BROKEN:
+                # What the journal said is not what the slot or the server holds: from zero, once.
+                restarted = True
+                resume, etag = 0, None
+                continue
             attempt += 1
-            if attempt > RETRIES:
+            network = e.reason in _RESUMABLE or e.reason.startswith("http_5")
+            if not network:
+                ledger.journal_clear()  # nothing worth resuming: the next check starts from zero
+            if attempt > RETRIES or not network:
                 raise
-            if e.reason in ("hash_mismatch", "bad_image") and resume:
-                resume = 0  # what was in the slot before the resume was not what we thought
-            elif e.reason in _RESUMABLE or e.reason.startswith("http_5"):
-                resume = e.written if art.encoding == "raw" else 0
-            else:
-                raise
-            etag = body.etag
+            resume = e.written if raw else 0
+            if body is not None:
+                etag = body.etag
         finally:
-            body.close()
-    state.erase("jrnl")
-    pend = m.summary()
-    pend["slot"] = result["slot"]
-    state.set_json("pend", pend)
-    result["version"] = m.version
-    result["artifact"] = art.encoding
-    result["downloaded"] = art.size
+            if body is not None:
+                body.close()
+    if raw:
+        ledger.journal_clear()
+    result["downloaded"] = got[0]
     return result
 
 
@@ -336,21 +348,15 @@ def _pipeline(stage, art, m, run, base_len, room):
     return Inflate(stage, art.encoding, art.wbits, m.image_size, room)
 
 
-def _journal(progress):
-    # Record the written length after every block: a power cut re-downloads at most one block.
+def _journal(progress, tag, every):
+    # The written length in the ledger every `every` bytes (a power cut re-downloads at most that
+    # much), not every block: each NVS write is a flash program on a board.
     def step(done, total):
-        state.set_int("jat", done)
+        ledger.progress(done, tag, every)
         if progress:
             progress(done, total)
 
     return step
-
-
-def _same(journal, ident):
-    for k in ident:
-        if journal.get(k) != ident[k]:
-            return False
-    return True
 
 
 def _hex(b):

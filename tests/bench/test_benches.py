@@ -36,3 +36,19 @@ def test_bench_download():
     lines = {line.split("  ")[0]: line for line in out.splitlines()}
     assert "raw TLS GET + sha256 (floor)" in lines and "HttpFetcher + sha256" in lines
     assert lines["ratio HttpFetcher / floor"].split()[-1].replace(".", "").isdigit()
+
+
+def test_bench_delta_real_pairs_shape(tmp_path):
+    # bench_delta on a folder shaped like ../shared/firmware-pairs, with a small fixture pair (the
+    # real images are not needed by tests)
+    sys.path.insert(0, os.path.join(BENCH, ".."))
+    from tests.ota.delta_helpers import xtensa_app
+
+    (tmp_path / "a-0000001.bin").write_bytes(xtensa_app(1, 60))
+    (tmp_path / "b-0000002.bin").write_bytes(xtensa_app(1, 60, b"1.0.1", edits=2, edit_seed=3))
+    (tmp_path / "pairs.json").write_text(json.dumps({"pairs": [{"old": "a-0000001.bin", "new": "b-0000002.bin"}]}))
+    fig = json.loads(run("bench_delta.py", "--pairs", str(tmp_path), "--rounds", "1", "--json"))
+    row = fig["rows"][0]
+    assert row["rdelta"] < row["delta"] and row["published"] == row["rdelta"]
+    assert row["heap_kib"]["rdelta"] > 0 and row["ms"]["delta"] >= 0 and row["onboard_s"]["rdelta"] > 0
+    assert fig["summary"]["pairs"] == 1 and fig["summary"]["geomean_rdelta_vs_bsdiff4"] > 0

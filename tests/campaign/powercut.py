@@ -62,6 +62,29 @@ def settle(dev, app=W.main_py, max_cycles=MAX_CYCLES):
     return False, reached, outs
 
 
+def record_problem(dev):
+    """What is wrong with the ledger's record of the running image, or None (one power cycle that
+    only reads). Issue 14, class 1: after any cut the record names the image that really runs."""
+    def app():
+        from ota import ledger, slot
+
+        run = slot.running()
+        d = slot.descriptor(run, bytearray(slot.DESCRIPTOR_END))
+        return slot.label(run), ledger.running(), d.get("version") if d else None
+
+    out = dev.run(app)
+    if out.kind != sim.RETURNED:
+        return "the board did not run: %r" % (out,)
+    label, rec, runs = out.value
+    if rec is None:
+        return "%s runs %s, and the ledger does not know it" % (label, runs)
+    image = W.IMAGES.get(runs)
+    if rec.get("version") != runs or image is None or rec.get("image_sha256") != W.sha_hex(image) or \
+            dev.slot_image(label, len(image)) != image:
+        return "%s runs %s, the ledger says %s" % (label, runs, rec.get("version"))
+    return None
+
+
 def live(plan, dev):
     """The plan's life on `dev`. Returns False if the power was cut during it."""
     for step in plan.steps:
@@ -290,9 +313,12 @@ def sweep(name, plan, workdir, quick=False, seed=1):
                 res.missed += 1  # the cut never happened: the life is not deterministic
                 continue
             try:
-                dev.boot_only()
+                problem = record_problem(dev)  # the first boot after the cut
             except Brick as e:
                 res.bricks.append("%s: %s" % (where, e))
+                continue
+            if problem:
+                res.wrong.append("%s: after the cut %s" % (where, problem))
                 continue
             cut_again, reached, outs = settle(dev)
             assert not cut_again
@@ -304,8 +330,8 @@ def sweep(name, plan, workdir, quick=False, seed=1):
                 res.wrong.append("%s: runs %r (intact %s)" % (where, version, intact))
             elif plan.final is not None and (version, state) != (plan.final, "valid"):
                 res.not_converged.append("%s: runs %s (%s)" % (where, version, state))
-            elif plan.check is not None:
-                problem = plan.check(dev)
+            else:
+                problem = record_problem(dev) or (plan.check(dev) if plan.check is not None else None)
                 if problem:
                     res.wrong.append("%s: %s" % (where, problem))
     return res

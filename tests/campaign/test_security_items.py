@@ -37,18 +37,37 @@ def test_replayed_manifest_cannot_undo_a_halt(tmp_path):
     assert _check(dev, folder, "halted.json", w.key) == "halted"
     # the mirror replays the manifest from before the halt: the device has seen a newer one
     assert _check(dev, folder, "before-halt.json", w.key) == "replayed"
-    # the publisher resumes the release (a newer stage): accepted; an older version's manifest
-    # does not move what was seen for 2.0.0
+    # the publisher resumes the release (a newer stage): accepted
     release.build(W.V2, "2.0.0", [w.key], folder, created=3000, manifest_name="resumed.json")
-    release.build(W.V1, "1.0.0", [w.key], folder, created=5000, manifest_name="old-version.json")
     # a manifest of the same version for another channel (or board) is not ours: it must not make
     # ours look old
     release.build(W.V2, "2.0.0", [w.key], folder, created=9000, manifest_name="beta.json", channel="beta")
     assert _check(dev, folder, "beta.json", w.key) == "wrong_channel"
-    assert _check(dev, folder, "old-version.json", w.key) == "up_to_date"
     assert _check(dev, folder, "resumed.json", w.key) == "accepted 2.0.0"
     assert _check(dev, folder, "halted.json", w.key) == "replayed"
     assert _check(dev, folder, "resumed.json", w.key) == "accepted 2.0.0"  # seen again: no change
+    # the publisher then signs another version (older, here) for the channel: from now on every
+    # manifest signed before it is a replay, whatever its version (issue 14, class 2)
+    release.build(W.V1, "1.0.0", [w.key], folder, created=5000, manifest_name="old-version.json")
+    assert _check(dev, folder, "old-version.json", w.key) == "up_to_date"
+    assert _check(dev, folder, "resumed.json", w.key) == "replayed"
+
+
+def test_replay_across_versions_is_refused(tmp_path):
+    # A device that saw a halt of 2.0.0 and then 2.0.1 must not install the pre-halt 2.0.0 manifest
+    # when a mirror replays it (issue 14, class 2).
+    w = W.World(str(tmp_path))
+    folder = str(tmp_path / "repo")
+    release.build(W.V2, "2.0.0", [w.key], folder, created=1000, manifest_name="before-halt.json")
+    release.build(W.V2, "2.0.0", [w.key], folder, created=2000, manifest_name="halted.json",
+                  extra={"halted": True})
+    release.build(W.images.app_image("2.0.1", size=W.SIZE, seed=4), "2.0.1", [w.key], folder, created=3000,
+                  manifest_name="fixed.json")
+    dev = W.provision(w, str(tmp_path / "d.bin"), "https://unused.example/stable.json", b"")
+    assert _check(dev, folder, "halted.json", w.key) == "halted"
+    assert _check(dev, folder, "fixed.json", w.key) == "accepted 2.0.1"
+    assert _check(dev, folder, "before-halt.json", w.key) == "replayed"
+    assert _check(dev, folder, "halted.json", w.key) == "replayed"
 
 
 def test_rollout_stage_change_is_not_replayable(tmp_path):

@@ -134,9 +134,9 @@ def provision(world, path, url, ca_der, image=V1, version="1.0.0", **settings):
            "manifest_sha256": "00" * 32, "keys": []}
 
     def first_boot():
-        from ota import state
+        from ota import ledger
 
-        state.set_json("cur", cur)
+        ledger.provisioned(cur)
 
     out = dev.run(first_boot)
     assert out.kind == sim.RETURNED, out

@@ -186,7 +186,7 @@ def test_retry_limit_exhausted_rolls_back(world):
             break
     # two tries, then the third boot rolls back: the fourth runs the old image
     assert boots == ["ota_1", "ota_1", "ota_1", "ota_0"]
-    assert running(dev) == (None, "ota_0")
+    assert running(dev) == ("1.0.0", "ota_0")  # as its app descriptor says: it was flashed by cable
 
 
 def test_security_counter_rises_only_after_confirmation(world):
@@ -351,7 +351,7 @@ def test_key_rotation_and_revocation(world):
     assert list(json.loads(devfs.get(dev.path, "ota.json"))["keys"]) == ["b"]
 
 
-AGENT_HEAP = "160k"  # the signed HTTPS flow with the library's bytecode in the heap (see README "Heap")
+AGENT_HEAP = "176k"  # the signed HTTPS flow with the library's bytecode in the heap (see README "Heap"; 160k before ota.ledger and ota.clock: to win back in issue 17)
 
 MP_MAIN = """
 import ota, simhw
@@ -368,6 +368,9 @@ a = agent.Agent(self_test=simhw.healthy, connect=wifi)
 print("boot", a.boot())
 e = a.check_now(reboot=False)
 print("check", e)
+if e == "failed":
+    from ota import audit
+    print("reason", audit.read(a.cfg["log"], 1))
 if e == "installed":
     import machine
     machine.reset()

@@ -26,7 +26,8 @@ def test_failed_self_test_rolls_back(tmp_path, rollback):
     # and it stays there
     assert dev.run(lambda: ota.confirm(lambda: True)).booted == "ota_0"
     st = dev.run(ota.status).value
-    assert st["rollback"] == ("enabled" if rollback else "disabled")
+    # an old bootloader (no app rollback) under a firmware that has it: named as such
+    assert st["rollback"] == ("enabled" if rollback else "old_bootloader")
     states = {s["label"]: s["state"] for s in st["slots"]}
     if rollback:
         assert states == {"ota_0": "valid", "ota_1": "aborted"}
@@ -111,15 +112,17 @@ def test_status_of_a_new_device(tmp_path):
 
 
 def _install_pending(image):
-    """install_image, then remember the release as pending, as update.install_release does."""
+    """install_image, the release recorded in the ledger, set_boot: as update.install_release does."""
     def app():
         import hashlib
         import io
 
-        from ota import state
+        from ota import install, ledger, slot
 
-        ota.install_image(io.BytesIO(image), len(image), hashlib.sha256(image).digest(), reboot=False)
-        state.set_json("pend", {"version": "2.0.0", "image_sha256": hashlib.sha256(image).hexdigest(), "slot": "ota_1"})
+        install.install(io.BytesIO(image), len(image), hashlib.sha256(image).digest(), set_boot=False)
+        target = slot.by_label("ota_1")
+        ledger.staged(target, {"version": "2.0.0", "image_sha256": hashlib.sha256(image).hexdigest()})
+        install.make_bootable(target)
         import machine
 
         machine.reset()
@@ -152,12 +155,12 @@ def test_each_failed_first_boot_counts_once(tmp_path, first_boot):
             assert bad is None
         else:
             assert bad == {"image_sha256": hashlib.sha256(V2).hexdigest(), "version": "2.0.0", "n": attempt}
-        assert dev.run(remembered("pend")).value is None
+        assert dev.run(remembered("r1")).value is None
 
 
 def test_pending_release_that_never_booted_is_not_counted(tmp_path):
     # set_boot back to the running slot before the reset (a user's choice): the new slot stays NEW
-    from ota import bootstate, slot
+    from ota import bootstate, ledger, slot, state
 
     dev = new_device(tmp_path, V1)
 
@@ -165,12 +168,13 @@ def test_pending_release_that_never_booted_is_not_counted(tmp_path):
         import hashlib
         import io
 
-        from ota import state
+        from ota import install
 
-        ota.install_image(io.BytesIO(V2), len(V2), hashlib.sha256(V2).digest(), reboot=False)
-        state.set_json("pend", {"version": "2.0.0", "image_sha256": "00" * 32, "slot": "ota_1"})
+        install.install(io.BytesIO(V2), len(V2), hashlib.sha256(V2).digest(), set_boot=False)
+        ledger.staged(slot.by_label("ota_1"), {"version": "2.0.0", "image_sha256": "00" * 32})
+        install.make_bootable(slot.by_label("ota_1"))
         slot.running().set_boot()
         bootstate.reconcile()
-        return state.get_json("pend"), state.get_json("bad")
+        return state.get_json("r1"), state.get_json("bad")
 
     assert dev.run(app).value == (None, None)

@@ -163,6 +163,8 @@ import gc
 gc.collect()  # as main.py does: the garbage of compiling this app goes before the library loads
 import ota, binascii
 buf = bytearray(4096)
+from ota import clock
+clock.ensure(["pool.ntp.org"])  # the RTC reads 2000 after power-on: mbedTLS would refuse the certificate
 from ota.http import HttpFetcher
 f = HttpFetcher(ca=open(%r, "rb").read())
 body = f.open(%r, 0, %d)

@@ -4,16 +4,25 @@
 # MAC address) travel inside the flash image itself, in a data segment of the simulated bootloader
 # tagged ESPSIM{...json...}, so a device is exactly one file. A real flash dump has no such tag:
 # it is read as an ESP32 v3.0 with app rollback enabled (MicroPython's own build since v1.21).
+# "micropython" names the firmware's release (espsim.profiles); "rollback" is the BOOTLOADER's
+# build (a board flashed before v1.21 keeps a bootloader without app rollback: it is never updated
+# over the air).
+#
+# What a power cycle loses and a reset keeps: the RTC keeps counting through machine.reset() and
+# deep sleep (ESP-IDF keeps the boot time in RTC registers: esp_time_impl.c) and reads 2000-01-01
+# after power-on until something sets it (ports/esp32/machine_rtc.c reads gettimeofday); the
+# ESP-IDF heap (espsim.idfheap) starts afresh at every boot.
 import json
 
-from . import parttable
+from . import parttable, profiles
 from .chips import CHIPS, by_id
 from .flash import Flash
 
 CONFIG_TAG = b"ESPSIM"
 
 def read_config(flash, bootloader_offset=None):
-    cfg = {"chip": "esp32", "chip_rev": 300, "rollback": True, "mac": "24:0a:c4:00:00:01"}
+    cfg = {"chip": "esp32", "chip_rev": 300, "rollback": True, "mac": "24:0a:c4:00:00:01",
+           "micropython": profiles.DEFAULT}
     offsets = (bootloader_offset,) if bootloader_offset is not None else (0x1000, 0x0)
     for off in offsets:
         head = flash.read(off, 512)
@@ -32,15 +41,34 @@ def read_config(flash, bootloader_offset=None):
     return cfg
 
 
+EPOCH_2000 = 946684800  # 2000-01-01 in Unix time: what the RTC reads at power-on
+
+
 class Board:
-    def __init__(self, path, cut_at=None, cut_mode="before", verbose=False, oplog=None):
-        self.flash = Flash(path, cut_at, cut_mode, oplog)
+    def __init__(self, path, cut_at=None, cut_mode="before", verbose=False, oplog=None, rtc_offset=None,
+                 wake_from=None, timing=None):
+        """rtc_offset: the RTC's lead over the host clock (seconds) kept from before a reset, or None
+        at power-on. wake_from: label of the app that ran before a deep sleep this boot wakes from
+        (None: not a wake)."""
+        self.flash = Flash(path, cut_at, cut_mode, oplog, timing)
         cfg = read_config(self.flash)
         self.config = cfg
         self.chip = cfg["chip"]
         self.chip_rev = cfg["chip_rev"]
         self.rollback_enabled = cfg["rollback"]
         self.mac = cfg["mac"]
+        self.micropython = cfg["micropython"]
+        self.profile = profiles.profile(self.micropython)
+        self.app_rollback = self.profile["app_rollback"]
+        import time
+
+        self.rtc_offset = EPOCH_2000 - time.time() if rtc_offset is None else rtc_offset
+        self.wake_from = wake_from
+        from .idfheap import IdfHeap
+
+        self.idf_heap = IdfHeap()  # also for boards attached without a boot here (simrun)
+        # machine.reset_cause(): a wake, a reset that kept the RTC (machine.reset()), or power-on
+        self.reset_cause = 4 if wake_from is not None else 2 if rtc_offset is not None else 1
         self.bootloader_offset = cfg.get("bootloader_offset", CHIPS[self.chip]["bootloader_offset"])
         self.parts = []
         self.running = None
@@ -57,9 +85,22 @@ class Board:
         """Power on / reset: run the bootloader; afterwards `running` is the app partition."""
         from . import bootloader  # host side only: MicroPython runs start after the boot
 
+        from .idfheap import IdfHeap
+
         self.running = None
         self._nvs = None
+        self.idf_heap = IdfHeap()
         return bootloader.boot(self)
+
+    def rtc_now(self):
+        import time
+
+        return time.time() + self.rtc_offset
+
+    def rtc_set(self, t):
+        import time
+
+        self.rtc_offset = t - time.time()
 
     def firmware_flags(self):
         """Behaviour the running firmware was built with (the SIMFW{...} tag of simulated images)."""

@@ -113,6 +113,23 @@ def load_boot_image(board, start, initial):
     raise Brick("no bootable app partitions in the partition table")
 
 
+def _wake_from_deep_sleep(board):
+    # CONFIG_BOOTLOADER_SKIP_VALIDATE_IN_DEEP_SLEEP=y (MicroPython's sdkconfig.base): a wake from
+    # deep sleep boots the app that ran before, recorded in RTC memory, loaded without verification
+    # and without the app selection: no PENDING_VERIFY -> ABORTED, no NEW -> PENDING_VERIFY, no
+    # switch to a slot set_boot() chose since (bootloader_start.c calls
+    # bootloader_utility_load_boot_image_from_deep_sleep first; bootloader_utility.c). When that
+    # image does not load, the normal boot follows.
+    for p in board.parts:
+        if p.label == board.wake_from and p.type == TYPE_APP:
+            head = board.flash.read(p.offset, 1)
+            if head[0] == 0xE9:
+                board.log("wake from deep sleep: fast booting %s at 0x%x (no app selection)" % (p.label, p.offset))
+                return p
+    board.log("wake from deep sleep: no app in RTC memory loads; normal boot")
+    return None
+
+
 def boot(board):
     """Run the 2nd-stage bootloader on board.flash; set board.running; return the Part booted."""
     hdr = board.flash.read(board.bootloader_offset, 1)
@@ -122,6 +139,11 @@ def boot(board):
         board.parts = read_table(board.flash)
     except TableError as e:
         raise Brick("failed to verify partition table: %s" % e)
+    if board.wake_from is not None:
+        part = _wake_from_deep_sleep(board)
+        if part is not None:
+            board.running = part
+            return part
     index, initial = selected_index(board)
     part = load_boot_image(board, index, initial)
     board.running = part

@@ -37,7 +37,7 @@ class LocalChip:
         from .parttable import vfs_partition
 
         parts = list(self.board.parts)
-        vfs = vfs_partition(parts, self.board.flash.size)
+        vfs = vfs_partition(parts, self.board.flash.size, auto=self.board.profile["vfs_auto"])
         if vfs is not None and vfs not in parts:
             parts.append(vfs)  # registered at boot by MicroPython (esp_partition_register_external)
         return [(p.type, p.subtype, p.offset, p.size, p.label, p.flags) for p in parts]
@@ -109,6 +109,44 @@ class LocalChip:
 
     def firmware_flags(self):
         return self.board.firmware_flags()
+
+    # --- the ESP-IDF heap (espsim.idfheap)
+
+    def idf_heap_info(self):
+        return self.board.idf_heap.info()
+
+    def idf_charge(self, kind):
+        """Allocate what one `kind` costs (idfheap.CHARGES): a token, or None when it does not fit."""
+        got = self.board.idf_heap.charge(kind)
+        return None if got is None else ",".join(str(h) for h in got)
+
+    def idf_release(self, token):
+        self.board.idf_heap.release([int(h) for h in token.split(",")])
+
+    def idf_held(self, kind):
+        return self.board.idf_heap.held(kind)
+
+    def idf_peak(self, n):
+        """Can `n` bytes be had at once now (a transient peak, freed at once)?"""
+        h = self.board.idf_heap.alloc(n, "peak")
+        if h is None:
+            return False
+        self.board.idf_heap.free(h)
+        return True
+
+    # --- the RTC (seconds since 1970, float)
+
+    def rtc_now(self):
+        return self.board.rtc_now()
+
+    def rtc_set(self, t):
+        self.board.rtc_set(t)
+
+    def micropython(self):
+        return self.board.micropython
+
+    def reset_cause(self):
+        return self.board.reset_cause
 
     def mac(self):
         return self.board.mac

@@ -17,7 +17,7 @@ CUT_TORN = "torn"  # the operation was interrupted half-way
 
 
 class Flash:
-    def __init__(self, path, cut_at=None, cut_mode=CUT_BEFORE, log=None):
+    def __init__(self, path, cut_at=None, cut_mode=CUT_BEFORE, log=None, timing=None):
         self.path = path
         self.f = open(path, "r+b")
         self.f.seek(0, 2)
@@ -26,6 +26,7 @@ class Flash:
         self.cut_at = cut_at  # the operation index at which power fails, or None
         self.cut_mode = cut_mode
         self.log = log  # a list to append (kind, addr, length) to, or None
+        self.timing = timing  # an espsim.flashtiming.FlashTiming to charge, or None
         # Page-sized scratch space, so simulating the flash costs no heap per operation
         # (under MicroPython it shares the heap with the device code being measured).
         self._page = bytearray(PAGE)
@@ -54,11 +55,15 @@ class Flash:
 
     def read(self, addr, n):
         self._check(addr, n)
+        if self.timing is not None:
+            self.timing.read(n)
         self.f.seek(addr)
         return self.f.read(n)
 
     def readinto(self, addr, buf):
         self._check(addr, len(buf))
+        if self.timing is not None:
+            self.timing.read(len(buf))
         self.f.seek(addr)
         n = self.f.readinto(buf)
         if n != len(buf):
@@ -74,6 +79,8 @@ class Flash:
                     # A sector erased part-way: model it as its first half erased.
                     self._fill_ff(a, SECTOR // 2)
                 raise PowerCut("power cut while erasing 0x%x" % a)
+            if self.timing is not None:
+                self.timing.erase(1)
             self._fill_ff(a, SECTOR)
 
     def _fill_ff(self, addr, n):
@@ -91,6 +98,8 @@ class Flash:
             if self.cut_mode != CUT_TORN:
                 raise PowerCut("power cut before programming 0x%x" % addr)
             n = n // 2  # programmed part-way
+        if self.timing is not None:
+            self.timing.program(addr, n)
         src = memoryview(data)
         done = 0
         while done < n:

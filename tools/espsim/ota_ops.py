@@ -81,7 +81,10 @@ def _rewrite_ota_data(board, part, od):
         return ESP_ERR_INVALID_ARG
     e = otadata.read(board.flash, od.offset)
     active = otadata.active_index(e)
-    new_state = otadata.NEW if board.rollback_enabled else otadata.UNDEFINED
+    # set_new_state_otadata: the FIRMWARE's build decides (CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE in
+    # the app's sdkconfig), not the bootloader's: an old bootloader then never turns NEW into
+    # PENDING_VERIFY, and the app sees NEW at run time.
+    new_state = otadata.NEW if board.app_rollback else otadata.UNDEFINED
     if active != -1:
         seq = e[active].seq
         i = 0

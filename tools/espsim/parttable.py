@@ -110,16 +110,16 @@ def ota_slots(parts):
     return slots
 
 
-def vfs_partition(parts, flash_size):
+def vfs_partition(parts, flash_size, auto=True):
     """The partition MicroPython keeps its filesystem in: the table's data partition labelled
-    "vfs", else (MicroPython >= 1.26, ports/esp32 main.c boardctrl_startup) one it registers at boot
+    "vfs", else (`auto`: MicroPython >= 1.26, ports/esp32 main.c boardctrl_startup) one it registers at boot
     from the end of the last partition to the end of flash (type data, subtype fat, label "vfs";
     none if the table has an "ffat" partition or no room is left). None when there is neither."""
     labels = [p.label for p in parts if p.type == TYPE_DATA]
     if "vfs" in labels:
         return find_first(parts, TYPE_DATA, label="vfs")
-    if "ffat" in labels:
-        return None  # a FAT filesystem (TinyUF2 layouts): not simulated
+    if "ffat" in labels or not auto:
+        return None  # a FAT filesystem (TinyUF2 layouts): not simulated; or MicroPython < 1.26
     end = max(p.offset + p.size for p in parts) if parts else 0
     if end <= 0 or flash_size <= end:
         return None

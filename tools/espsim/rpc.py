@@ -104,3 +104,28 @@ class RemoteChip:
 
     def mac(self):
         return self._call("mac")[1].decode()
+
+    def idf_heap_info(self):
+        import json
+
+        _, n = self._call("idf_info")
+        return [tuple(r) for r in json.loads(self._payload(int(n)))]
+
+    def idf_charge(self, kind):
+        err, v = self._call("idf_charge " + kind)
+        return None if err else v.decode()
+
+    def idf_release(self, token):
+        self._call("idf_release " + token)
+
+    def idf_held(self, kind):
+        return int(self._call("idf_held " + kind)[1])
+
+    def idf_peak(self, n):
+        return not self._call("idf_peak %d" % n)[0]
+
+    def micropython(self):
+        return self._call("micropython")[1].decode()
+
+    def reset_cause(self):
+        return int(self._call("reset_cause")[1])

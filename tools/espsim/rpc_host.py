@@ -62,6 +62,23 @@ def serve(chip, f):
                 head = "OK %d" % len(out)
             elif op == "mac":
                 head = "OK " + chip.mac()
+            elif op == "idf_info":
+                out = json.dumps(chip.idf_heap_info()).encode()
+                head = "OK %d" % len(out)
+            elif op == "idf_charge":
+                token = chip.idf_charge(a[1])
+                head = "ERR %d" % 0x101 if token is None else "OK " + token  # ESP_ERR_NO_MEM
+            elif op == "idf_release":
+                chip.idf_release(a[1])
+                head = "OK"
+            elif op == "idf_held":
+                head = "OK %d" % chip.idf_held(a[1])
+            elif op == "idf_peak":
+                head = "OK" if chip.idf_peak(int(a[1])) else "ERR %d" % 0x101
+            elif op == "reset_cause":
+                head = "OK %d" % chip.reset_cause()
+            elif op == "micropython":
+                head = "OK " + chip.micropython()
             else:
                 head = "ERR %d" % 0x102  # ESP_ERR_INVALID_ARG
         except PowerCut:

@@ -147,7 +147,7 @@ def check_app(data, chip, where="firmware"):
                         "pass --chip %s, or use the image built for this board" % found)
 
 
-def plan(app, bootloader=None, table_path=None, chip="esp32", flash_size=4 * 1024 * 1024):
+def plan(app, bootloader=None, table_path=None, chip="esp32", flash_size=4 * 1024 * 1024, micropython=None):
     """Check everything and lay it out. `app`, `bootloader`: bytes (bootloader None: keep the one
     already on the board). Returns a Layout; raises ToolError naming the problem."""
     if chip not in CHIPS:
@@ -155,6 +155,10 @@ def plan(app, bootloader=None, table_path=None, chip="esp32", flash_size=4 * 102
     notes = []
     check_app(app, chip)
     parts, table = load_table(table_path, flash_size)
+    try:
+        ptable.check_filesystem(parts, micropython)
+    except ptable.PartitionTableError as e:
+        raise ToolError(str(e), "add a vfs partition to the table, or flash MicroPython 1.26 or later")
     target = app_target(parts)
     if len(app) > target.size:
         raise ToolError("the app is %d bytes but %s holds %d" % (len(app), target.name, target.size),

@@ -13,7 +13,10 @@ from . import paths
 
 
 def executable():
-    """Path of the `micropython` binary next to this Python, else on PATH, else None."""
+    """Path of the `micropython` binary: $OTA_MICROPYTHON (any unix-port build, e.g. a 32-bit one),
+    else the one next to this Python, else on PATH, else None."""
+    if os.environ.get("OTA_MICROPYTHON"):
+        return os.environ["OTA_MICROPYTHON"]
     here = os.path.join(os.path.dirname(sys.executable), "micropython")
     if os.path.exists(here):
         return here
@@ -26,15 +29,31 @@ def _mpy_cross():
 
 
 _compiled = {}
+# sys.implementation._mpy bits 10..13: the native architecture (py/persistentcode.h MP_NATIVE_ARCH_*)
+_MARCH = {1: "x86", 2: "x64", 3: "armv6", 4: "armv6m", 5: "armv7m", 6: "armv7em", 7: "armv7emsp",
+          8: "armv7emdp", 9: "xtensa", 10: "xtensawin", 11: "rv32imc", 12: "rv64imc"}
+_arch = {}
 
 
-def compiled_tree(src_root, packages):
+def mpy_march():
+    """The mpy-cross -march of the running MicroPython binary, asked from the binary itself."""
+    exe = executable()
+    if exe not in _arch:
+        out = subprocess.run([exe, "-c", "import sys; print(sys.implementation._mpy)"], capture_output=True,
+                             text=True, timeout=60)
+        _arch[exe] = _MARCH.get((int(out.stdout.split()[-1]) >> 10) & 0x0F, "x64")
+    return _arch[exe]
+
+
+def compiled_tree(src_root, packages, without=()):
     """Compile the .py files of `packages` under src_root to .mpy for the unix port (x64), into a
     cache folder; return it. Bytecode loads with a fraction of the heap that compiling source
-    needs, as on a device where the library is frozen or installed as .mpy."""
+    needs, as on a device where the library is frozen or installed as .mpy. `without`: files
+    (relative to src_root) left out, as a firmware without the native emitter cannot load them."""
     import hashlib
 
-    key = hashlib.sha256()
+    march = mpy_march()
+    key = hashlib.sha256((repr(sorted(without)) + march).encode())
     files = []
     if packages is None:  # every module at the top of src_root
         packages = [n[:-3] for n in sorted(os.listdir(src_root)) if n.endswith(".py")]
@@ -45,8 +64,9 @@ def compiled_tree(src_root, packages):
             continue
         for dirpath, _, names in os.walk(base):
             for n in sorted(names):
-                if n.endswith(".py"):
-                    files.append(os.path.relpath(os.path.join(dirpath, n), src_root))
+                rel = os.path.relpath(os.path.join(dirpath, n), src_root)
+                if n.endswith(".py") and rel not in without:
+                    files.append(rel)
     for rel in sorted(files):
         st = os.stat(os.path.join(src_root, rel))
         key.update(("%s %d %d;" % (rel, st.st_mtime_ns, st.st_size)).encode())
@@ -59,7 +79,7 @@ def compiled_tree(src_root, packages):
         for rel in files:
             dst = os.path.join(tmp, rel[:-3] + ".mpy")
             os.makedirs(os.path.dirname(dst), exist_ok=True)
-            subprocess.run([_mpy_cross(), "-march=x64", "-o", dst, os.path.join(src_root, rel)],
+            subprocess.run([_mpy_cross(), "-march=" + march, "-o", dst, os.path.join(src_root, rel)],
                            check=True, capture_output=True)
         try:
             os.rename(tmp, out)

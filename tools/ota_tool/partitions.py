@@ -201,3 +201,24 @@ def vfs_region(parts, flash_size):
     """Where MicroPython (>= 1.26) puts its filesystem when the table has none: after the last partition."""
     end = max(p.end for p in parts)
     return end, flash_size - end
+
+
+def check_filesystem(parts, micropython):
+    """Refuse a table that leaves MicroPython `micropython` ("1.25"...; None: not checked) without
+    a filesystem: before 1.26 the firmware makes no "vfs" partition by itself (espsim.profiles), and
+    without one the board has no settings, keys or main.py."""
+    if micropython is None:
+        return
+    from espsim import profiles
+
+    try:
+        auto = profiles.profile(micropython)["vfs_auto"]
+    except (ValueError, IndexError):
+        raise PartitionTableError("MicroPython %s is not supported (1.23 or later)" % micropython)
+    if auto or any(p.name in ("vfs", "ffat") and not p.is_app() for p in parts):
+        return
+    end = max(p.offset + p.size for p in parts)
+    raise PartitionTableError(
+        "MicroPython %s makes no filesystem partition by itself (from 1.26 only) and this table has none: "
+        "the board would have no settings, keys or main.py. Add a row such as 'vfs, data, fat, 0x%x, <size>' "
+        "after the last partition" % (micropython, end))

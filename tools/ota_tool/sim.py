@@ -14,6 +14,8 @@ import textwrap
 from espsim import board as sim_board
 from espsim import chip as sim_chip
 from espsim import flash as sim_flash
+from espsim import clock as board_clock
+from espsim import profiles as espsim_profiles
 from espsim.bootloader import Brick
 from espsim.chips import CHIPS
 from espsim.flash import PowerCut
@@ -25,12 +27,14 @@ if paths.SIM_MODULES not in sys.path:
     sys.path.insert(0, paths.SIM_MODULES)  # the fake esp32/machine modules for in-process runs
 
 import machine as sim_machine  # noqa: E402 (the fake one, from espsim/modules)
+import simnet  # noqa: E402,F401 (loaded: the board's network stack charges its ESP-IDF heap)
 
 DEFAULT_PARTITIONS = os.path.join(os.path.dirname(paths.DEVICE_LIB), "partitions.csv")
 RESET = "reset"
 POWER_CUT = "power_cut"
 RETURNED = "returned"
 CRASHED = "crashed"
+DEEP_SLEEP = "deep_sleep"  # machine.deepsleep(): the next run wakes through the bootloader's wake path
 
 
 def default_partitions_csv():
@@ -43,14 +47,17 @@ def default_partitions_csv():
 
 
 def create(path, app, partitions_csv=None, chip="esp32", rollback=True, size=4 * 1024 * 1024,
-           chip_rev=300, mac="24:0a:c4:00:00:01", factory_app=None, filesystem=True):
+           chip_rev=300, mac="24:0a:c4:00:00:01", factory_app=None, filesystem=True, micropython=None):
     """Make a new simulated device: bootloader, partition table, blank otadata and `app` in the
     first app slot (factory if the table has one and factory_app is None), like a board flashed by
     cable with `ota-tool flash`; with `filesystem`, an empty littlefs in the `vfs` partition if
-    the table leaves room for one (ota_tool.devfs), as MicroPython makes it at its first boot."""
+    the table leaves room for one (ota_tool.devfs), as MicroPython makes it at its first boot.
+    `rollback`: the bootloader's app rollback; `micropython`: the firmware's release ("1.23"...)."""
     parts = ptable.parse_csv(partitions_csv or default_partitions_csv(), size)
     sim_flash.create(path, size)
     config = {"chip": chip, "chip_rev": chip_rev, "rollback": rollback, "mac": mac}
+    if micropython is not None:
+        config["micropython"] = micropython  # the firmware's release (espsim.profiles)
     layout = [(CHIPS[chip]["bootloader_offset"], images.bootloader_image(chip, config)),
               (ptable.TABLE_OFFSET, ptable.to_binary(parts))]
     factory = next((p for p in parts if p.is_app() and p.subtype == 0x00), None)
@@ -98,6 +105,11 @@ class Device:
         self.boots = []  # label booted in each power cycle
         self.last_boot_log = []
         self.oplog = None
+        # What survives into the next run: the RTC (through machine.reset() and deep sleep, lost
+        # at power-off) and, after a deep sleep, the app to wake (espsim.board).
+        self.rtc_offset = None
+        self.wake_from = None
+        self.flash_timing = None  # an espsim.flashtiming.FlashTiming charged by every run, or None
 
     def arm_power_cut(self, at, mode=sim_flash.CUT_BEFORE):
         self.cut_at = at
@@ -107,7 +119,14 @@ class Device:
     def _board(self):
         remaining = None if self.cut_at is None else self.cut_at - self.ops
         return sim_board.Board(self.path, cut_at=remaining, cut_mode=self.cut_mode, verbose=self.verbose,
-                               oplog=self.oplog)
+                               oplog=self.oplog, rtc_offset=self.rtc_offset, wake_from=self.wake_from,
+                               timing=self.flash_timing)
+
+    def _carry(self, kind, rtc_offset, label):
+        # A reset keeps the RTC; a deep sleep keeps it and wakes `label`; anything else is power-off.
+        kept = kind in (RESET, DEEP_SLEEP)
+        self.rtc_offset = rtc_offset if kept else None
+        self.wake_from = label if kind == DEEP_SLEEP else None
 
     def _finish(self, board):
         self.ops += board.flash.ops
@@ -138,6 +157,7 @@ class Device:
         POWER_CUT (the armed cut happened, maybe in the bootloader)."""
         board, early = self.power_on()
         if early is not None:
+            self._carry(POWER_CUT, None, None)
             return early
         from . import devfs
 
@@ -148,6 +168,8 @@ class Device:
             value = app(*args)
         except sim_machine.Reset:
             kind = RESET
+        except sim_machine.DeepSleep:
+            kind = DEEP_SLEEP
         except PowerCut:
             kind = POWER_CUT
         except devfs.FilesystemCorrupted as e:
@@ -157,6 +179,7 @@ class Device:
             sim_chip.attach(None)
             self._finish(board)
             board.close()
+            self._carry(kind, board.rtc_offset, board.running.label)
         return Outcome(kind, value, board.flash.ops, booted=board.running.label, boot_log=board.messages)
 
     def run_micropython(self, code, heap="64k", timeout=600, extra_path=(), local=False, _env=None):
@@ -175,10 +198,15 @@ class Device:
 
         board, early = self.power_on()
         if early is not None:
+            self._carry(POWER_CUT, None, None)
             return early
         running = board.running
         env = {"ESPSIM_RUNNING": str(running.offset), "ESPSIM_CUT_MODE": self.cut_mode}
+        clock_env, rtc_file = board_clock.environment(board.rtc_offset)
+        env.update(clock_env)
         env.update(_env or {})
+        if not espsim_profiles.viper(board.micropython, board.chip):
+            extra_path = (micropython.compiled_tree(paths.DEVICE_LIB, ["ota"], without=("ota/compat/viper.py",)),) + tuple(extra_path)
         server = None
         if local:
             self._finish(board)  # the bootloader's operations; the app's are counted by the child
@@ -212,7 +240,8 @@ class Device:
             self.ops += ops
             if self.cut_at is not None and self.ops > self.cut_at:
                 self.cut_at = None
-        kind = {0: RETURNED, 80: RESET, 81: POWER_CUT}.get(res.returncode, CRASHED)
+        kind = {0: RETURNED, 80: RESET, 81: POWER_CUT, 83: DEEP_SLEEP}.get(res.returncode, CRASHED)
+        self._carry(kind, board_clock.read_offset(rtc_file), running.label)
         return Outcome(kind, res.returncode, ops, res.stdout, res.stderr, booted=running.label,
                        boot_log=self.last_boot_log)
 

@@ -7,11 +7,32 @@
 # Kept in several modules so a device that only installs full images never loads the rest.
 import sys
 
+# The running port's errno values: the ESP32 port's are newlib's (ETIMEDOUT 116, EHOSTUNREACH 118,
+# ENOTCONN 128), the unix port's and CPython's the host's (Linux: 110, 113, 107). Imported by
+# name on purpose: mpy-cross folds `errno.ETIMEDOUT` into the COMPILING host's value
+# (MICROPY_COMP_MODULE_CONST), which a .mpy would then carry to the ESP32.
+from errno import ENOMEM, ETIMEDOUT  # noqa: F401
+
 MICROPYTHON = sys.implementation.name == "micropython"
 
 if MICROPYTHON:
     from micropython import const  # noqa: F401
-    from .viper import add_bytes, xor_fold  # noqa: F401
+
+    try:
+        from .viper import add_bytes, xor_fold  # noqa: F401
+    except (SyntaxError, ValueError, ImportError, NotImplementedError):
+        # No native emitter in this firmware (RISC-V chips, ESP32-C3/C6, before MicroPython 1.24:
+        # MICROPY_EMIT_RV32): "invalid micropython decorator", or a .mpy of another architecture.
+        # The plain loops are slower, not wrong.
+        def xor_fold(buf, start, end, acc):
+            for i in range(start, end):
+                acc ^= buf[i]
+            return acc
+
+        def add_bytes(dst, dst_off, src, src_off, n):
+            for i in range(n):
+                dst[dst_off + i] = (dst[dst_off + i] + src[src_off + i]) & 0xFF
+
     import gc
     import time as _time
 
@@ -65,7 +86,33 @@ else:
         pass
 
     def unix_time():
-        return int(_time.time())
+        # CPython has no RTC of its own: on a simulated board (espsim gives CPython a `machine`
+        # module) the board's RTC, which reads 2000-01-01 after power-on until it is set, as on a
+        # chip; elsewhere the host's clock.
+        try:
+            import machine
+        except ImportError:
+            return int(_time.time())
+        import calendar
+
+        y, mo, d, _, h, mi, s, _ = machine.RTC().datetime()
+        return calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
+
+
+def c_heap_largest():
+    """Largest free block of the ESP-IDF heap (esp32.idf_heap_info), where TLS buffers, sockets and
+    NVS handles live on an ESP32, outside the GC heap; None where there is none to ask."""
+    try:
+        import esp32
+
+        regions = esp32.idf_heap_info(esp32.HEAP_DATA)
+    except (ImportError, AttributeError, RuntimeError):  # RuntimeError: espsim with no board attached
+        return None
+    best = 0
+    for r in regions:
+        if r[2] > best:
+            best = r[2]
+    return best
 
 
 def urandom(n):

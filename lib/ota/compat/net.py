@@ -1,5 +1,5 @@
 # Sockets and TLS (used by ota/http.py).
-from . import MICROPYTHON, const
+from . import ENOMEM, ETIMEDOUT, MICROPYTHON
 
 # http.py reaches the network only through the functions below. What differs:
 # - MicroPython's TLS socket is a stream (read/readinto/write). A blocking readinto() fills the
@@ -12,7 +12,16 @@ from . import MICROPYTHON, const
 # A connection is a list [socket, poller, raw_socket] so the poller is made once per connection.
 import socket as _socket
 
-_ETIMEDOUT = const(110)
+_ETIMEDOUT = ETIMEDOUT  # the running port's value (newlib's 116 on the ESP32): see compat
+
+import sys as _sys
+
+
+def _stack():
+    # A simulated board (espsim) loads `simnet` before the app and charges each connection and TLS
+    # session to its ESP-IDF heap, as lwIP and mbedTLS allocate them outside the GC heap on a chip.
+    # Looked up, never imported: a real board has no such module, and nothing is loaded for it.
+    return _sys.modules.get("simnet")
 
 if MICROPYTHON:
     import select as _select
@@ -116,6 +125,18 @@ else:
     def tls_rejected(e):
         return isinstance(e, _ssl.SSLCertVerificationError)
 
+    def _check_dates(tls):
+        # mbedTLS on the ESP32 checks the certificate's dates against the board's RTC
+        # (CONFIG_MBEDTLS_HAVE_TIME_DATE), OpenSSL here against the host's clock: check them against
+        # the device's clock (compat.unix_time) too, so an unset clock fails here as on a chip.
+        from . import unix_time
+
+        cert = tls.getpeercert()
+        now = unix_time()
+        if not _ssl.cert_time_to_seconds(cert["notBefore"]) <= now <= _ssl.cert_time_to_seconds(cert["notAfter"]):
+            tls.close()
+            raise _ssl.SSLCertVerificationError("certificate verify failed: not valid at the device's time (%d)" % now)
+
 
 def tls_context(ca, cert=None, key=None):
     """Client TLS context trusting only `ca` (DER). Loading a self-signed server certificate as the
@@ -136,20 +157,43 @@ def net_open(host, port, timeout_ms):
         try:
             raw.settimeout(timeout_ms / 1000)
             raw.connect(ai[-1])
+            stack = _stack()
+            if stack is not None:
+                stack.opened(raw)
             return [raw, None, raw]
         except OSError as e:
             raw.close()
+            _out_of_memory(e)
             err = e
     raise err
+
+
+def _out_of_memory(e):
+    # mbedTLS's and lwIP's allocation failures are OSError(ENOMEM) on MicroPython: the C heap is as
+    # exhausted as the GC heap is for a MemoryError, and is reported the same way.
+    if isinstance(e, OSError) and e.args and e.args[0] == ENOMEM:
+        raise MemoryError("ESP-IDF heap: %s" % (e,))
 
 
 def tls_start(conn, ctx, host):
     """TLS handshake on a fresh connection (same timeout as the connect); the name is always sent
     (SNI) and checked against the certificate."""
-    conn[0] = ctx.wrap_socket(conn[2], server_hostname=host)
+    try:
+        stack = _stack()
+        if stack is not None:
+            stack.tls(conn[2])
+        conn[0] = ctx.wrap_socket(conn[2], server_hostname=host)
+    except OSError as e:
+        _out_of_memory(e)
+        raise
+    if not MICROPYTHON:
+        _check_dates(conn[0])
 
 
 def net_close(conn):
+    stack = _stack()
+    if stack is not None:
+        stack.closed(conn[2])
     for s in (conn[0], conn[2]):
         try:
             s.close()

@@ -1,9 +1,30 @@
 # Stand-in for MicroPython's `esp32` module (ports/esp32/esp32_partition.c, esp32_nvs.c) on a
 # simulated chip (espsim.chip: in this process or in the host). Same API, same errors:
-# OSError(-esp_err) as check_esp_err raises them, OSError(ENOENT) for a missing partition.
+# OSError(code, name) as check_esp_err raises them, OSError(ENOENT) for a missing partition.
+# The ESP-IDF heap is simulated too (espsim.idfheap): idf_heap_info() reports it, and every
+# esp32.NVS() costs it an nvs_open that is never closed, as on the chip.
 import errno
 
 from espsim import chip as _chip
+
+# esp_err_t -> (errno, name), as ports/esp32/mphalport.c check_esp_err_ maps them: ESP_ERR_NO_MEM
+# becomes ENOMEM, ESP_ERR_TIMEOUT the port's ETIMEDOUT (newlib: 116), ESP_ERR_NOT_SUPPORTED
+# EOPNOTSUPP (newlib: 95); any other code is raised negated. The message is esp_err_to_name().
+_ESP_ERRORS = {
+    0x101: (12, "ESP_ERR_NO_MEM"),
+    0x102: (-0x102, "ESP_ERR_INVALID_ARG"),
+    0x104: (-0x104, "ESP_ERR_INVALID_SIZE"),
+    0x105: (-0x105, "ESP_ERR_NOT_FOUND"),
+    0x106: (95, "ESP_ERR_NOT_SUPPORTED"),
+    0x107: (116, "ESP_ERR_TIMEOUT"),
+    0x1102: (-0x1102, "ESP_ERR_NVS_NOT_FOUND"),
+    0x1104: (-0x1104, "ESP_ERR_NVS_TYPE_MISMATCH"),
+    0x110C: (-0x110C, "ESP_ERR_NVS_INVALID_LENGTH"),
+    0x110F: (-0x110F, "ESP_ERR_NVS_KEY_TOO_LONG"),
+    0x1503: (-0x1503, "ESP_ERR_OTA_VALIDATE_FAILED"),
+}
+HEAP_DATA = 4  # MALLOC_CAP_8BIT (modesp32.c)
+HEAP_EXEC = 1  # MALLOC_CAP_EXEC
 
 _NATIVE_BLOCK = 4096
 _ESP_ERR_INVALID_ARG = 0x102
@@ -16,7 +37,18 @@ _TYPE_DATA = 1
 
 def _check(err):
     if err:
-        raise OSError(-err)
+        if err < 0:
+            raise OSError(-err, "ESP_FAIL")  # ESP_FAIL (-1): raised as 1
+        code, name = _ESP_ERRORS.get(err, (-err, "ERROR"))
+        raise OSError(code, name)
+
+
+def idf_heap_info(capabilities):
+    """The simulated ESP-IDF heap's regions, [(total, free, largest free block, minimum free)]:
+    the data regions for HEAP_DATA (the executable ones are not simulated: [] for HEAP_EXEC)."""
+    if not capabilities & HEAP_DATA:
+        return []
+    return _chip.get().idf_heap_info()
 
 
 def _find(pred):
@@ -76,7 +108,7 @@ class Partition:
 
     def _addr(self, offset, n):
         if offset < 0 or offset + n > self._info[3]:
-            raise OSError(-_ESP_ERR_INVALID_SIZE)
+            _check(_ESP_ERR_INVALID_SIZE)
         return self._info[2] + offset
 
     def readblocks(self, block_num, buf, offset=0):
@@ -88,7 +120,7 @@ class Partition:
         if offset is None:
             # esp_partition_erase_range needs sector alignment, then the write.
             if off % _NATIVE_BLOCK or len(buf) % _NATIVE_BLOCK:
-                raise OSError(-_ESP_ERR_INVALID_ARG)
+                _check(_ESP_ERR_INVALID_ARG)
             c.erase(self._addr(off, len(buf)), len(buf))
         else:
             off += offset
@@ -124,13 +156,17 @@ class Partition:
 
 class NVS:
     def __init__(self, namespace):
+        # esp32_nvs_make_new (esp32_nvs.c): nvs_open() on every construction, and MicroPython has
+        # no close and no finaliser for it: the handle's C heap stays taken until the next boot.
         if not namespace or len(namespace) > 15:
-            raise OSError(-_ESP_ERR_NVS_KEY_TOO_LONG)
+            _check(_ESP_ERR_NVS_KEY_TOO_LONG)
+        if _chip.get().idf_charge("nvs_handle") is None:
+            _check(0x101)  # nvs_open: ESP_ERR_NO_MEM
         self._ns = namespace
 
     def _do(self, op, key, value=None):
         if not key or len(key) > 15:
-            raise OSError(-_ESP_ERR_NVS_KEY_TOO_LONG)
+            _check(_ESP_ERR_NVS_KEY_TOO_LONG)
         err, v = _chip.get().nvs(op, self._ns, key, value)
         _check(err)
         return v
@@ -144,7 +180,7 @@ class NVS:
     def get_blob(self, key, buf):
         data = self._do("get_blob", key)
         if len(data) > len(buf):
-            raise OSError(-_ESP_ERR_NVS_INVALID_LENGTH)
+            _check(_ESP_ERR_NVS_INVALID_LENGTH)
         buf[: len(data)] = data
         return len(data)
 

@@ -12,6 +12,7 @@ from espsim.chip import PowerCut
 RC_RESET = 80
 RC_POWER_CUT = 81
 RC_FS_CORRUPTED = 82  # the filesystem does not mount: the board stops before the app
+RC_DEEP_SLEEP = 83  # machine.deepsleep(): the harness wakes the board through the bootloader's wake path
 MOUNT_POINT = "/flash"  # the board's "/": mounted here so the host's files stay reachable
 
 
@@ -102,9 +103,16 @@ def main(module):
     import machine
 
     c = attach()
+    # Modules a board has in ROM or frozen (C: esp32, network; frozen: ntptime) and the simulator's
+    # own (simnet): loaded before the app, so their bytecode is the simulator's footprint (the
+    # harness adds it to the heap), not the device code's.
+    import esp32  # noqa: F401
+    import network  # noqa: F401
+    import ntptime  # noqa: F401
+    import simnet  # noqa: F401
+
     if os.getenv("ESPSIM_BASE"):
         # What the simulator itself holds (client, fake modules): the harness adds it to the heap.
-        import esp32  # noqa: F401
         import gc
 
         gc.collect()
@@ -121,6 +129,8 @@ def main(module):
             rc = RC_FS_CORRUPTED
     except machine.Reset:
         rc = RC_RESET
+    except machine.DeepSleep:
+        rc = RC_DEEP_SLEEP
     except PowerCut:
         rc = RC_POWER_CUT
     except Exception as e:  # an app crash: shown as MicroPython shows it, exit status 1

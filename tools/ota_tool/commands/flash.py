@@ -35,6 +35,8 @@ def add_arguments(p):
     p.add_argument("--pad", action="store_true", help="with --merge-only: pad the image to the flash size")
     p.add_argument("-o", "--output", metavar="full.bin", help="output of --merge-only")
     p.add_argument("--json", action="store_true", help="machine-readable result on stdout (esptool's output goes to stderr)")
+    p.add_argument("--micropython", metavar="VERSION",
+                   help="the firmware's MicroPython release (e.g. 1.25): before 1.26 the table must have a vfs row")
 
 
 def run(args):
@@ -50,7 +52,7 @@ def run(args):
     boot = flashing.read_file(args.bootloader, "bootloader") if args.bootloader else None
     if args.merge_only and boot is None:
         raise ToolError("a whole-flash image needs the bootloader", "add --bootloader build/bootloader/bootloader.bin")
-    layout = flashing.plan(app, boot, args.partitions, args.chip, size)
+    layout = flashing.plan(app, boot, args.partitions, args.chip, size, micropython=args.micropython)
     out = sys.stderr if args.json else sys.stdout
     for r in layout.regions:
         print("  0x%06x  %-16s %8d bytes" % (r.offset, r.name, len(r.data)), file=out)

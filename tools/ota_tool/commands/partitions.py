@@ -11,6 +11,8 @@ def add_arguments(p):
     p.add_argument("-o", "--output", help="write the 0xC00-byte binary table here")
     p.add_argument("--flash-size", default="4MB", help="flash size to check against (default 4MB)")
     p.add_argument("--json", action="store_true", help="print the parsed table as JSON")
+    p.add_argument("--micropython", metavar="VERSION",
+                   help="the firmware's MicroPython release (e.g. 1.25): before 1.26 the table must have a vfs row")
 
 
 def flash_size(text):
@@ -31,6 +33,7 @@ def run(args):
     try:
         with open(args.csv) as f:
             parts = partitions.parse_csv(f.read(), flash_size(args.flash_size))
+        partitions.check_filesystem(parts, args.micropython)
     except OSError as e:
         raise ToolError("cannot read %s: %s" % (args.csv, e.strerror))
     except partitions.PartitionTableError as e:
