@@ -1,4 +1,4 @@
-"""The robustness campaign: power loss, network faults, hostile input. Prints markdown tables.
+"""The robustness campaign: power loss, network faults, hostile input, a state machine. Prints tables.
 
     python bench/campaign.py            # the full campaign (tens of minutes; run by hand)
     python bench/campaign.py --quick    # CI-sized: the same scenarios, sampled (tests/campaign runs this)
@@ -118,15 +118,18 @@ def catalogue_table(rows):
 def stateful_table(summary):
     r = summary.row()
     inv = r["by_invariant"]
-    lines = ["| runs | steps (rules) | power cycles | violations | %s | time | per 1,000 runs |" % " | ".join(
-        "(%s) %s" % (k, v) for k, v in stateful.INVARIANTS.items()), "|" + "---:|" * (6 + len(stateful.INVARIANTS))]
-    lines.append("| %d | %d | %d | %d | %s | %.0f s | %.0f s |" % (
+    lines = ["| runs | steps (rules) | power cycles | violations | %s | time (runs, shrinking) | per 1,000 runs |" % (
+        " | ".join("(%s) %s" % (k, v) for k, v in stateful.INVARIANTS.items())),
+        "|" + "---:|" * (6 + len(stateful.INVARIANTS))]
+    lines.append("| %d | %d | %d | %d | %s | %.0f s, %.0f s | %.0f s |" % (
         r["runs"], r["steps"], r["power_cycles"], r["violations"], " | ".join(str(inv[k]) for k in stateful.INVARIANTS),
-        r["seconds"], r["seconds_per_1000_runs"]))
+        r["run_seconds"], r["seconds"] - r["run_seconds"], r["seconds_per_1000_runs"]))
     if r["by_tag"]:
         lines.append("\nViolations by kind (runs that ended at it), with the smallest failing sequence found:\n")
         for tag, n in r["by_tag"].items():
-            lines.append("- `%s` x%d: %s" % (tag, n, r["first"][tag]["message"][:300]))
+            pat = next((p for p in stateful.KNOWN_VIOLATIONS if stateful.known(tag, [p])), None)
+            lines.append("- `%s` x%d%s: %s" % (tag, n, " (known: %s)" % stateful.KNOWN_VIOLATIONS[pat] if pat else "",
+                                              r["first"][tag]["message"][:300]))
             small = r["smallest"].get(tag)
             if small:
                 lines.append("\n  smallest run found (%d rules):\n\n```\n%s\n-> %s\n```\n" % (

@@ -22,12 +22,13 @@ from espsim.bootloader import Brick
 from . import network
 from . import world as W
 from .world import sim
-from ota_tool import deploy, devfs, images, keys, release
+from ota_tool import deploy, devfs, images, keys, micropython, release
 from ota_tool.errors import ToolError
 from ota_tool.files import write_atomic
 from tests.ota.faulty_server import response
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
 
 def key_id(pub):
     return hashlib.sha256(pub).hexdigest()[:16]
@@ -38,6 +39,7 @@ KEYS = [Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"ota statem key %d"
 PUBS = [keys.public_bytes(k) for k in KEYS]
 KIDS = [key_id(p) for p in PUBS]
 ROGUE = len(KEYS) - 1
+
 
 # --- documents the publisher (or an attacker with a key) signed: any of them can be replayed
 
@@ -115,7 +117,6 @@ class Images:
         return None
 
 
-# Release versions: pre-releases whose order differs from string order (SemVer 2.0.0 section 11).
 # --- the distribution: a faulty TLS mirror serving the published documents
 
 
@@ -309,10 +310,9 @@ def power_cycle(dev, cycle, args, interpreter):
     """(Outcome, records). Raises Brick when nothing boots."""
     if interpreter == "micropython":
         code = "import stateful_device\nstateful_device.run(%s)\n" % ", ".join(repr(a) for a in (cycle,) + tuple(args))
-        from ota_tool import micropython
-
         # bytecode, as the library's: compiling the source would take heap the device never spends
-        out = dev.run_micropython(code, heap=MP_HEAP, extra_path=(micropython.compiled_tree(HERE, ["stateful_device"]),))
+        device_code = micropython.compiled_tree(HERE, ["stateful_device"])
+        out = dev.run_micropython(code, heap=MP_HEAP, extra_path=(device_code,))
         records = [json.loads(line[7:]) for line in out.stdout.splitlines() if line.startswith("STATEM ")]
         if out.kind == sim.CRASHED:
             out.value = (out.stderr.strip().splitlines() or ["exit %s" % out.value])[-1]
