@@ -77,9 +77,8 @@ def network_table(res):
     kinds = ", ".join("%s %d" % (k, res.applied.get(k, 0)) for k in [k for k, _ in network.FAULTS] + ["drop_image"])
     lines.append("\nFirst boots of the new release that met a fault in their server check and rolled back "
                  "(the release was then installed again): %d." % row["rollbacks"])
-    lines.append("Faults applied, by kind: %s. Artifacts: raw %d, zlib %d, delta %d runs." % (
-        kinds, sum(1 for r in res.runs if r.kind == "raw"), sum(1 for r in res.runs if r.kind == "zlib"),
-        sum(1 for r in res.runs if r.kind == "delta")))
+    lines.append("Faults applied, by kind: %s. Artifacts: %s runs." % (
+        kinds, ", ".join("%s %d" % (k, sum(1 for r in res.runs if r.kind == k)) for k in ("raw", "zlib", "delta", "rdelta"))))
     return "\n".join(lines), row["wrong_images"] == 0 and row["succeeded"] == row["runs"]
 
 

@@ -105,11 +105,11 @@ class Agent:
         return f
 
     def _trust(self, cfg):
-        from .trust import Trust
+        from .trust import from_settings
 
         if not cfg["keys"]:
             raise OTAError("no_keys", "no trusted keys in %s: ota.config.key('add', name, public_key)" % self.config_path)
-        return Trust.from_list(list(cfg["keys"].values()), cfg["key_threshold"], cfg["revoked"], cfg["keys_version"])
+        return from_settings(cfg)
 
     def _rotate_keys(self, cfg, fetcher, trust):
         """Apply a newer signed key list (keys.json next to the manifest), signed by the keys
@@ -121,30 +121,33 @@ class Agent:
         url = cfg["keys_url"] or resolve(cfg["source"], "keys.json")
         try:
             doc = load_keys(fetch_bytes(fetcher, url, 4096), trust)
-        except OTAError as e:
+            if doc["version"] <= (cfg["keys_version"] or 0):
+                return trust  # the one we have (or a replay of an older one)
+            new = trust.updated(doc)  # the whole list is validated before it replaces the trust in force
+            keys = {}
+            for k in doc["keys"]:
+                keys[k["name"]] = k["key"]
+            saved = config.load(self.config_path)
+            saved["keys"] = keys
+            saved["key_threshold"] = new.threshold
+            saved["revoked"] = sorted(new.revoked)
+            saved["keys_version"] = doc["version"]
+            config.save(saved, self.config_path)  # atomic: old keys or new keys, never a mix
+        except OTAError as e:  # a list that would not do is reported and ignored: the current keys stay
             if e.reason not in ("http_404", "http_403", "not_found"):  # S3 answers 403 without ListBucket
                 self.report("refused", reason=e.reason, message=("key list: " + e.message)[:200])
             return trust
-        if doc["version"] <= cfg["keys_version"]:
-            return trust  # the one we have (or a replay of an older one)
-        new = trust.updated(doc)  # refuses a stale version
-        keys = {}
-        for i, k in enumerate(doc["keys"]):
-            keys[k.get("name") or "key%d" % i] = k["key"]
-        saved = config.load(self.config_path)
-        saved["keys"] = keys
-        saved["key_threshold"] = new.threshold
-        saved["revoked"] = list(doc.get("revoked", ()))
-        saved["keys_version"] = doc["version"]
-        config.save(saved, self.config_path)  # atomic: old keys or new keys, never a mix
         for k in ("keys", "key_threshold", "revoked", "keys_version"):
             self.cfg[k] = cfg[k] = saved[k]
         self.log("keys_rotated", message="key list version %d: %d keys" % (doc["version"], len(keys)))
         return new
 
     def _facts(self, cfg):
-        return {"channel": cfg["channel"], "board": cfg["board"], "allow_downgrade": cfg["allow_downgrade"],
-                "now": audit.trusted_time(), "device_id": cfg["device_id"] or _device_id()}
+        facts = {"channel": cfg["channel"], "allow_downgrade": cfg["allow_downgrade"],
+                 "now": audit.trusted_time(), "device_id": cfg["device_id"] or _device_id()}
+        if cfg["board"]:
+            facts["board"] = cfg["board"]  # else the running image's (update.running_board)
+        return facts
 
     def _not_now(self, cfg):
         """Why an update must wait (a reason string), or None. Waiting is not a failure."""

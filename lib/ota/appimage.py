@@ -7,7 +7,7 @@
 import hashlib
 import struct
 
-from .compat import const, xor_fold
+from .compat import collect, const, xor_fold
 from .errors import OTAError
 
 MAGIC = const(0xE9)
@@ -17,6 +17,7 @@ PROLOGUE_LEN = const(0x24)  # header + first segment header + the app descriptor
 MAX_SEGMENTS = const(16)
 APP_DESC_OFFSET = const(0x20)
 APP_DESC_MAGIC = const(0xABCD5432)
+APP_DESC_LEN = const(256)  # sizeof(esp_app_desc_t)
 _MAX_SEGMENT_LEN = const(0x1000000)
 
 CHIP_NAMES = {0x0000: "ESP32", 0x0002: "ESP32-S2", 0x0005: "ESP32-C3", 0x0009: "ESP32-S3",
@@ -66,8 +67,9 @@ class ImageCheck:
     """Walks an app image fed in order, in pieces of any size; `finish()` says whether it was whole.
 
     Verifies: the header (via check_header), every segment header (length multiple of 4, < 16 MiB,
-    inside the declared image length), the checksum byte, the appended SHA-256, and that the image
-    ends exactly at `length`. Holds a 24-byte scratch buffer and one SHA-256 state, nothing else.
+    inside the declared image length), the checksum byte, the appended SHA-256, that the image
+    ends exactly at `length`, and (finish) that the chip's bootloader would load every segment
+    where it says (ota.memmap). Holds a 24-byte scratch buffer and one SHA-256 state, nothing else.
     """
 
     def __init__(self, length, chip_id=None):
@@ -82,6 +84,8 @@ class ImageCheck:
         self._scratch = bytearray(PROLOGUE_LEN)
         self._have = 0  # bytes gathered into _scratch
         self._seg_count = 0
+        self._img_chip = None
+        self._offsets = []  # where each segment's data starts in the image
         self._checksum = 0xEF
         self._hash_appended = 0
         self._sha = hashlib.sha256()  # everything before the appended digest
@@ -130,7 +134,7 @@ class ImageCheck:
         if st == _HEADER:
             # The prologue holds the header, the first segment's header and 4 bytes of its data
             # (the app descriptor's magic).
-            self._seg_count, _, self._hash_appended = check_header(self._scratch, self.chip_id)
+            self._seg_count, self._img_chip, self._hash_appended = check_header(self._scratch, self.chip_id)
             self._segment(HEADER_LEN, here - 4, 4)
             d = self._scratch
             self._checksum ^= d[32] ^ d[33] ^ d[34] ^ d[35]
@@ -160,7 +164,10 @@ class ImageCheck:
         if self.length is not None and data_start + data_len > self.length:
             raise OTAError("bad_image", "segment %d (0x%x bytes at %d) runs past the image length %d" % (
                 index, data_len, data_start, self.length))
+        if not index and data_len < APP_DESC_LEN:  # esp_image_format.c verify_segment_header()
+            raise OTAError("bad_image", "segment 0 (0x%x bytes) is too short for the app descriptor" % data_len)
         self.segments.append((load_addr, data_len))
+        self._offsets.append(data_start)
         self._stage = _SEG_DATA
         self._want = data_len - already
         if not self._want:
@@ -188,3 +195,9 @@ class ImageCheck:
             self.length = self.pos
         if self.pos != self.length:
             raise OTAError("length_mismatch", "image is %d bytes, expected %d" % (self.pos, self.length))
+        # Where the bootloader would load each segment (ota.memmap): judged once the image is whole,
+        # so the table is loaded after the download, not next to it.
+        collect()
+        from .memmap import check_segments
+
+        check_segments(self._img_chip, self.segments, self._offsets)

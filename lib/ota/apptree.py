@@ -84,14 +84,13 @@ def trash(path, junk):
 # --- firmware versions and requirements -----------------------------------------------------------
 
 def _vkey(text):
-    # The order ota.manifest.parse_version gives (release > pre-release); None if malformed.
-    core, _, pre = text.partition("-")
-    nums = core.split(".")
-    if len(nums) != 3:
-        return None
+    # SemVer precedence (ota.version); None if malformed.
+    from .errors import OTAError
+    from .version import key
+
     try:
-        return (int(nums[0]), int(nums[1]), int(nums[2]), 0 if pre else 1, pre)
-    except ValueError:
+        return key(text)
+    except OTAError:
         return None
 
 

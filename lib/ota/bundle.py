@@ -17,8 +17,12 @@
 #   Limits: 64 files (cjson's item cap), 8 KiB document, path <= 128 chars, at most 8 levels,
 #   names <= 64 chars of [A-Za-z0-9._-] (not "." or ".."), 1 MiB per file, 2 MiB per bundle. No
 #   absolute paths, no empty components, no "..", no two paths equal ignoring case, no path that
-#   is also a folder of another, no name starting ".ota" (reserved), nothing under "ota/" when the
-#   root is "lib" (the updater itself). The root is one name of [a-z0-9_-], not starting "ota".
+#   is also a folder of another, no name starting ".ota" (reserved), no name ending in "." (FAT
+#   drops it), nothing under "ota/" (it would shadow the updater: main.py puts the root on
+#   sys.path); names are compared case-insensitively, as FAT does. The root is one name of
+#   [a-z0-9_-], not starting "ota", never "lib" (where ota-tool deploy puts the updater) nor the
+#   folder that holds the running updater, and a root folder that holds an "ota" entry is refused
+#   (check()): no bundle can move the updater or the entry points away, at any power cut.
 #   littlefs has no links, so there is no symlink to follow on the device; the host tool refuses
 #   symbolic links in the folder it packs.
 #
@@ -119,19 +123,45 @@ _TRANSIENT = ("source_error", "truncated", "timeout", "stalled", "network", "con
 # --- names ----------------------------------------------------------------------------------------
 
 def _name_ok(name, dots):
-    if not 0 < len(name) <= MAX_NAME or name in (".", ".."):
-        return False
-    for c in name:
-        if not ("a" <= c <= "z" or "0" <= c <= "9" or c == "_" or c == "-" or
-                (dots and ("A" <= c <= "Z" or c == "."))):
+    if not 0 < len(name) <= MAX_NAME or name in (".", "..") or name[-1] == ".":
+        return False  # a trailing dot: FAT drops it, so "a.py." would be "a.py" there
+    for c in name.encode():
+        if not (0x61 <= c <= 0x7A or 0x30 <= c <= 0x39 or c == 0x5F or c == 0x2D or
+                (dots and (0x41 <= c <= 0x5A or c == 0x2E))):
             return False
     return True
 
 
+# Names the updater needs at the filesystem root, compared as a filesystem may compare them
+# (case-insensitively: FAT, and littlefs behind a case-insensitive host mount): the folder
+# ota-tool deploy puts the library in (lib/ota, where MicroPython imports from) and the entry
+# points. A bundle's root is switched by renaming it away: it must never be one of these, nor
+# hold the updater (wherever it really is, see _updater_root).
+_PROTECTED = ("lib", "main.py", "boot.py")
+_UPDATER = ("ota", "ota.py", "ota.mpy")  # a first path component that would shadow the updater
+
+
+def _updater_root():
+    # The top folder of the filesystem that holds the running updater (e.g. "lib" for
+    # /lib/ota/__init__.mpy), or None when it is frozen into the firmware or not on a board.
+    import sys
+
+    f = getattr(sys.modules.get("ota"), "__file__", None)
+    if sys.platform != "esp32" or not f or f.startswith(".frozen"):
+        return None
+    top = f.lstrip("/").split("/")[0].lower()
+    return top if top and top not in _UPDATER else None
+
+
 def check_root(root):
-    """The app root: one folder name in the filesystem root (e.g. "app", "lib")."""
+    """The app root: one folder name in the filesystem root (e.g. "app"); never the folder that
+    holds the updater or an entry point (a power cut during a switch would leave no /lib)."""
     if not isinstance(root, str) or len(root) > 32 or not _name_ok(root, False) or root.startswith("ota"):
         raise OTAError("bad_path", "root %r must be one name of a-z, 0-9, _ and - (not ota...)" % (root,))
+    folded = root.lower()
+    if folded in _PROTECTED or folded == _updater_root():
+        raise OTAError("bad_path", "root %r holds the updater (lib/ota) or the board's entry points: a bundle must "
+                       "never replace it; use another folder, e.g. app" % root)
     return root
 
 
@@ -145,11 +175,12 @@ def check_path(path, root=None):
     for p in parts:
         if not _name_ok(p, True):
             raise OTAError("bad_path", "path %r: each name is 1..%d characters of A-Z a-z 0-9 . _ - "
-                           "(no '..', no absolute or empty parts)" % (path, MAX_NAME))
-        if p.startswith(".ota"):
+                           "(no '..', no absolute or empty parts, no trailing dot)" % (path, MAX_NAME))
+        if p.lower().startswith(".ota"):
             raise OTAError("bad_path", "path %r: names starting .ota are reserved" % path)
-    if root == "lib" and parts[0] == "ota":
-        raise OTAError("bad_path", "path %r would replace the updater (lib/ota)" % path)
+    if parts[0].lower() in _UPDATER:
+        # main.py puts the app root on sys.path: an "ota" package there would shadow the updater
+        raise OTAError("bad_path", "path %r would shadow the updater (ota)" % path)
     return path
 
 
@@ -160,7 +191,7 @@ _OPS = (">=", "<=", "==", ">", "<")
 
 def requirement(text):
     """'>=1.2.0,<2.0.0' -> [(op, version key)]; OTAError("bad_manifest") if malformed."""
-    from . import manifest
+    from .version import key
 
     out = []
     parts = text.split(",") if isinstance(text, str) and len(text) <= 64 else ()
@@ -169,7 +200,7 @@ def requirement(text):
     for p in parts:
         for op in _OPS:
             if p.startswith(op):
-                out.append((op, manifest.parse_version(p[len(op):])))
+                out.append((op, key(p[len(op):])))
                 break
         else:
             raise OTAError("bad_manifest", "requires %r: %r has no comparison" % (text, p))
@@ -189,7 +220,7 @@ class Bundle:
         self.sha256 = doc_sha256
         self.blob = blob  # the signed file, stored in the new tree (None once written)
         self.version = manifest._str(d, "version", w, 32)
-        self.version_key = manifest.parse_version(self.version)
+        self.version_key = manifest.parse_version(self.version)  # ota.version: SemVer precedence
         self.root = check_root(manifest._str(d, "root", w, 32))
         self.channel = manifest._str(d, "channel", w, 32, required=False)
         self.created = manifest._int(d, "created", w, 0, 0x7FFFFFFFFFFF, required=False)
@@ -238,6 +269,7 @@ class Bundle:
 
 def load(blob, trust, doc_type=None):
     """A verified Bundle from a signed document's bytes ("app" or "config": `doc_type` or either)."""
+    collect()  # the fetch's garbage goes before the document code loads
     from . import manifest
 
     sigs, doc = manifest.split(blob)
@@ -482,6 +514,10 @@ def check(b, firmware=None, channel=None, allow_downgrade=False):
     j = journal()
     if j.get("root") not in (None, b.root) and isdir(j["root"]):
         raise OTAError("wrong_root", "%s %s is for /%s, this device's app is in /%s" % (b.type, b.version, b.root, j["root"]))
+    if isdir(b.root):
+        for n in fs.listdir(b.root):
+            if n.lower() in _UPDATER:  # the updater (or a copy of it) lives there: a switch moves it away
+                raise OTAError("bad_path", "/%s holds %s, the updater: an app bundle must not replace it" % (b.root, n))
     bad = j.get("bad")
     if bad and bad[0] == b.hex and bad[1] >= KNOWN_BAD_AFTER:
         raise OTAError("known_bad", "%s %s failed its self-test on this device: publish a fixed one" % (b.type, b.version))
@@ -621,9 +657,10 @@ def update(fetcher, url, trust, firmware=None, channel=None, allow_downgrade=Fal
     """Check the document at `url` and, when it is new, stage and switch to it (the caller resets:
     the next boot self-tests the new tree). Returns (bundle, counts); OTAError("up_to_date") etc.
     (The agent runs the same steps, dropping the verification code from the heap after plan().)"""
+    buf = bytearray(BLOCK)  # first, while the heap is whole: the document code fragments it
     b = fetch(fetcher, url, trust, doc_type, verify)
     check(b, firmware, channel, allow_downgrade)
-    counts = stage(fetcher, url, b, planned=plan(b))
+    counts = stage(fetcher, url, b, buf=buf, planned=plan(b))
     apptree.switch()
     return b, counts
 

@@ -123,6 +123,14 @@ def save(cfg, path=PATH):
         v = check_value(k, cfg[k])
         if v != DEFAULTS.get(k):
             out[k] = v
+    if out.get("keys"):
+        # the trusted keys, threshold and revocations are validated whole, as a signed key list
+        # is (ota.trust): a set that could never verify a release, or fails to revoke, is not stored
+        from .trust import from_settings
+
+        full = dict(DEFAULTS)
+        full.update(out)
+        from_settings(full)
     text = json.dumps(out)
     if len(text) > MAX_BYTES:
         raise OTAError("bad_config", "settings too large")
@@ -147,7 +155,7 @@ def key(action, name, public_key=None, path=PATH):
     cfg = load(path)
     keys = dict(cfg["keys"])
     if action in ("add", "update"):
-        decode_key(public_key)  # refuse a malformed key before it is stored
+        decode_key(public_key)  # refuse a malformed key before it is stored; save() checks the set
         if action == "add" and name in keys:
             raise OTAError("bad_config", "key %r exists: use update" % name)
         if action == "update" and name not in keys:

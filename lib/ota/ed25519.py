@@ -404,6 +404,22 @@ def _is_identity(s, k1, k2, a, r):
     return not X % p and not (Y - Z) % p
 
 
+def public_key_ok(public_key):
+    """Whether 32 bytes can be a signer's key: the canonical encoding (y < p, no negative zero) of
+    a curve point that is not of small order. With a small-order key anyone can forge; with a
+    second encoding of a key one signer could pass for two. (Trust lists only: verify() keeps
+    OpenSSL's reading, see the header.)"""
+    if len(public_key) != 32:
+        return False
+    a = _decode(public_key, True)
+    if a is None:
+        return False
+    pt = (a[0], a[1], 1, a[0] * a[1] % _P)
+    for _ in range(3):
+        pt = _double(pt)
+    return pt[0] % _P != 0  # [8]A is the identity (x = 0) exactly when A has small order
+
+
 def verify(public_key, message, signature):
     """True when `signature` (64 bytes) is a valid Ed25519 signature of `message` (bytes-like)
     by `public_key` (32 bytes); False for anything else, malformed input included."""

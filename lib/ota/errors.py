@@ -3,7 +3,7 @@
 
 
 class OTAError(Exception):
-    retry_after = None  # seconds, when a server said when to come back (HTTP 429/503)
+    retry_after = None  # type: int | None  # seconds, when a server said when to come back (HTTP 429/503)
     written = 0  # bytes of the image already in the slot when an install stopped
 
     def __init__(self, reason, message=""):

@@ -163,6 +163,7 @@ class HttpBody:
         self.chunked = False
         self.location = None
         self.retry_after = None
+        self.date = None
         self._range = None
         self._left = 0  # bytes left in the body (Content-Length) or in the current chunk
         self._allowed = None  # bytes the caller still accepts (max_length), None: no limit
@@ -296,9 +297,12 @@ class HttpBody:
             self.location = _ascii(value)
             if self.location is None:
                 raise _bad(where, "Location with non-ASCII bytes")
-        elif name == b"retry-after":
-            n = _uint(value, 0, len(value), 9)
-            self.retry_after = n if n >= 0 else None
+        elif name == b"retry-after" or name == b"date":  # kept raw (bounded): ota.schedule.retry_after reads them
+            if len(value) <= 64:
+                if name == b"date":
+                    self.date = value
+                else:
+                    self.retry_after = value
 
     def _read_head(self, since):
         budget = self._max_head_bytes
@@ -428,7 +432,11 @@ def _net_error(e, where):
 
 def _http_error(url, body):
     e = OTAError("http_%d" % body.status, "%s answered HTTP %d" % (url, body.status))
-    e.retry_after = body.retry_after if body.status in (429, 503) else None
+    if body.status in (429, 503) and body.retry_after:
+        from .audit import trusted_time
+        from .schedule import retry_after
+
+        e.retry_after = retry_after(body.retry_after, body.date, trusted_time())  # seconds, or None
     return e
 
 

@@ -22,7 +22,8 @@ _MAX_SIG_LINE = const(128)
 CHIPS = ("esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c2", "esp32c6", "esp32h2", "esp32p4")
 CHIP_IDS = {"esp32": 0x0000, "esp32s2": 0x0002, "esp32c3": 0x0005, "esp32s3": 0x0009, "esp32c2": 0x000C,
             "esp32c6": 0x000D, "esp32h2": 0x0010, "esp32p4": 0x0012}
-ENCODINGS = ("raw", "zlib", "gzip", "delta")
+ENCODINGS = ("raw", "zlib", "gzip", "delta", "rdelta")
+DELTAS = ("delta", "rdelta")  # patches against a base image (base_sha256)
 _MAX_IMAGE = const(0x1000000)
 
 
@@ -35,6 +36,14 @@ def _canonical_b64_sig(text):
         if not (0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A or 0x30 <= c <= 0x39 or c == 0x2B or c == 0x2F):
             return False
     return text[85] in b"AQgw"  # the last character carries 2 bits; the rest must be zero
+
+
+def parse_version(text):
+    """SemVer 2.0.0 precedence key of a version (ota.version.key; imported when first needed, so
+    that a device reading only signature lines does not load it)."""
+    from .version import key
+
+    return key(text)
 
 
 def split(blob):
@@ -50,15 +59,16 @@ def split(blob):
         parts = blob[pos + len(_SIG_PREFIX):end].split(b" ")
         if len(parts) != 2 or len(parts[0]) != 16 or not _canonical_b64_sig(parts[1]):
             raise OTAError("bad_manifest", "signature line %d is malformed" % (len(sigs) + 1))
+        from .keyid import canonical_id
+
         try:
-            kid = parts[0].decode()
-            int(kid, 16)
+            kid = canonical_id(parts[0].decode())
             sig = binascii.a2b_base64(parts[1])
-        except (ValueError, TypeError, UnicodeError):
+        except (ValueError, TypeError, UnicodeError, OTAError):
             raise OTAError("bad_manifest", "signature line %d is not key id + base64" % (len(sigs) + 1))
         if len(sig) != 64:
             raise OTAError("bad_manifest", "signature %d is %d bytes, not 64" % (len(sigs) + 1, len(sig)))
-        sigs.append((kid.lower(), sig))
+        sigs.append((kid, sig))
         if len(sigs) > MAX_SIGNATURES:
             raise OTAError("bad_manifest", "more than %d signatures" % MAX_SIGNATURES)
         pos = end + 1
@@ -139,22 +149,6 @@ def _hex32(d, key, where, required=True):
     return raw
 
 
-def parse_version(text):
-    """'1.2.3' or '1.2.3-rc.1' -> a tuple that compares like semantic versions (release > pre)."""
-    core, _, pre = text.partition("-")
-    nums = core.split(".")
-    if len(nums) != 3 or len(text) > 32:
-        raise OTAError("bad_manifest", "version %r is not MAJOR.MINOR.PATCH[-PRE]" % text)
-    try:
-        parts = [int(n) for n in nums]
-    except ValueError:
-        raise OTAError("bad_manifest", "version %r is not MAJOR.MINOR.PATCH[-PRE]" % text)
-    for n, p in zip(nums, parts):
-        if p < 0 or str(p) != n:
-            raise OTAError("bad_manifest", "version %r is not MAJOR.MINOR.PATCH[-PRE]" % text)
-    return (parts[0], parts[1], parts[2], 0 if pre else 1, pre)
-
-
 class Artifact:
     def __init__(self, d, where):
         self.url = _str(d, "url", where, 256)
@@ -164,7 +158,7 @@ class Artifact:
         if self.encoding not in ENCODINGS:
             raise OTAError("bad_manifest", "%s: unknown encoding %r" % (where, self.encoding))
         self.wbits = _int(d, "wbits", where, 9, 15, required=self.encoding != "raw")
-        self.base_sha256 = _hex32(d, "base_sha256", where, required=self.encoding == "delta")
+        self.base_sha256 = _hex32(d, "base_sha256", where, required=self.encoding in DELTAS)
 
 
 class Manifest:
@@ -191,8 +185,12 @@ class Manifest:
         arts = _list(d, "artifacts", w, 8)
         if not arts or not all(isinstance(a, dict) for a in arts):
             raise OTAError("bad_manifest", "manifest: 'artifacts' must list 1..8 objects")
+        # "extra_artifacts": encodings newer than "artifacts" may hold (devices before them refuse
+        # an unknown one there, and ignore this member); those this device does not know are skipped
+        arts = arts + [a for a in _list(d, "extra_artifacts", w, 8, required=False)
+                       if isinstance(a, dict) and a.get("encoding") in ENCODINGS]
         self.artifacts = [Artifact(a, "artifact %d" % i) for i, a in enumerate(arts)]
-        if not any(a.encoding != "delta" for a in self.artifacts):
+        if not any(a.encoding not in DELTAS for a in self.artifacts):
             raise OTAError("bad_manifest", "manifest: a full (non-delta) artifact is required")
         self.created = _int(d, "created", w, 0, 0x7FFFFFFFFFFF)
         self.expires = _int(d, "expires", w, 0, 0x7FFFFFFFFFFF, required=False)
@@ -257,13 +255,17 @@ def load_unverified(blob):
 
 
 def load_keys(blob, trust):
-    """A verified key-list document (rotation/revocation), checked against the current `trust`."""
+    """A verified key-list document (rotation/revocation), checked against the current `trust`:
+    its schema, names and key ids in canonical form. Trust.updated() then validates the key set
+    whole before it may replace the trust in force."""
+    from .trust import MAX_KEYS, MAX_REVOKED
+
     d, _, _ = verified_document(blob, trust, "keys")
     w = "key list"
     _int(d, "version", w, 1, 0x7FFFFFFF)
-    keys = _list(d, "keys", w, 8)
+    keys = _list(d, "keys", w, MAX_KEYS)
     if not keys:
-        raise OTAError("bad_manifest", "key list: 'keys' must list 1..8 keys")
+        raise OTAError("bad_manifest", "key list: 'keys' must list 1..%d keys" % MAX_KEYS)
     names = []
     for i, k in enumerate(keys):
         if not isinstance(k, dict):
@@ -277,10 +279,16 @@ def load_keys(blob, trust):
         names.append(name)
         k["name"] = name
     _int(d, "threshold", w, 1, len(keys), required=False)
-    revoked = _list(d, "revoked", w, 16, required=False)
-    if not all(isinstance(r, str) and len(r) == 16 for r in revoked):
-        raise OTAError("bad_manifest", "key list: 'revoked' must list key ids")
+    revoked = _list(d, "revoked", w, MAX_REVOKED, required=False)
+    from .keyid import canonical_id
+
+    try:
+        revoked = [canonical_id(r) for r in revoked]
+    except OTAError as e:
+        raise OTAError("bad_manifest", "key list: 'revoked': " + e.message)
     for opt in ("threshold", "revoked"):
         if opt in d and d[opt] is None:
             del d[opt]  # null is absent, as for every optional member
+    if "revoked" in d:
+        d["revoked"] = revoked
     return d

@@ -1,6 +1,7 @@
 # Whether a verified release may be installed on this device: every rule in one place, each
 # refusal with its own reason code. `facts` describes the device (see device_facts in update.py):
-#   chip            "esp32"...            board         board id or None
+#   chip            "esp32"...            board         board id, or None when the device does not
+#                                                         know it (update.running_board)
 #   slot_size       bytes of the target slot
 #   running_version the signed version installed now, or None if unknown (factory image)
 #   security_counter the anti-rollback counter kept in NVS
@@ -17,14 +18,21 @@ import binascii
 import hashlib
 
 from .errors import OTAError
-from .manifest import parse_version
+from .version import key as version_key
 
 
-def _version_tuple(text):
-    # "1.23.0", "v5.2.2", "1.24.0-preview" -> comparable tuple; None if not understood
-    t = text.lstrip("v")
+def _loose_key(text):
+    # The key of a version someone else wrote ("v5.2", "1.24.0-preview"), for requirements on
+    # MicroPython and ESP-IDF: a leading "v" and a missing patch number are allowed; None if it
+    # is still not a version.
+    if not isinstance(text, str):
+        return None
+    t = text[1:] if text[:1] == "v" else text
+    core = t.split("-")[0].split("+")[0]
+    if core.count(".") == 1:
+        t = t[:len(core)] + ".0" + t[len(core):]
     try:
-        return parse_version(t if t.count(".") == 2 else t + ".0")[:4]
+        return version_key(t)
     except OTAError:
         return None
 
@@ -37,7 +45,7 @@ def rollout_bucket(device_id, salt):
 
 # Refusals that say the manifest is not meant for this device at all (the rest are decisions on one
 # that is): only a manifest meant for it may move what the device remembers ("seen").
-NOT_FOR_THIS_DEVICE = ("wrong_chip", "wrong_board", "wrong_channel")
+NOT_FOR_THIS_DEVICE = ("wrong_chip", "wrong_board", "board_unknown", "wrong_channel")
 
 
 def check(m, facts):
@@ -46,8 +54,13 @@ def check(m, facts):
     if chip not in m.chips:
         raise OTAError("wrong_chip", "release %s is built for %s, this device is %s" % (m.version, "/".join(m.chips), chip))
     board = facts.get("board")
-    if m.board != "*" and board is not None and m.board != board:
-        raise OTAError("wrong_board", "release %s is for board %s, this is %s" % (m.version, m.board, board))
+    if m.board != "*":  # fail closed: a board-specific release needs a device that knows its board
+        if not board:
+            raise OTAError("board_unknown", "release %s is for board %s and this device does not know its board: "
+                           "set it with ota.config.set('board', NAME), ota-tool deploy --board NAME or "
+                           "ota-tool device config set board NAME" % (m.version, m.board))
+        if m.board != board:
+            raise OTAError("wrong_board", "release %s is for board %s, this is %s" % (m.version, m.board, board))
     channel = facts.get("channel")
     if channel is not None and m.channel != channel:
         raise OTAError("wrong_channel", "release %s is on channel %s, this device follows %s" % (m.version, m.channel, channel))
@@ -75,7 +88,7 @@ def check(m, facts):
         raise OTAError("expired", "the manifest of %s expired" % m.version)
     running = facts.get("running_version")
     if running is not None:
-        have = parse_version(running)
+        have = version_key(running)
         if m.version_key == have:
             raise OTAError("up_to_date", "version %s is already installed" % m.version)
         if m.version_key < have and not facts.get("allow_downgrade"):
@@ -84,7 +97,7 @@ def check(m, facts):
         need = m.requires.get(what)
         have = facts.get(what)
         if need is not None and have is not None:
-            n, h = _version_tuple(need), _version_tuple(have)
+            n, h = _loose_key(need), _loose_key(have)
             if n is None or h is None or h < n:
                 raise OTAError("requires_" + what, "release %s needs %s >= %s, this device has %s" % (m.version, what, need, have))
     if m.rollout_percent < 100:

@@ -74,6 +74,7 @@ def device_facts(overrides=None):
         "slot_size": slot.size(slot.next_update(run)),
         "running_version": ledger.running_version(run, desc),
         "idf": _idf_version(desc.get("idf_ver")),
+        "board": running_board(desc),
         "running_sha256": rec.get("image_sha256") if rec else None,
         "security_counter": ledger.security_counter(),
         "known_bad": ledger.known_bad(),
@@ -82,6 +83,22 @@ def device_facts(overrides=None):
     if overrides:
         facts.update(overrides)
     return facts
+
+
+def running_board(desc):
+    """The board the running image was built for, when it says so (the settings' "board", given by
+    the agent, comes first): its app descriptor's project_name unless that is MicroPython's own
+    ("micropython" in every MicroPython build: ports/esp32/CMakeLists.txt, project(micropython)),
+    else MicroPython's build name (sys.implementation._build, "ESP32_GENERIC-OTA", v1.25+) on an
+    ESP32. None when unknown: the policy then refuses board-specific releases (fail closed)."""
+    import sys
+
+    name = (desc or {}).get("project")
+    if name and name != "micropython":
+        return name
+    if sys.platform == "esp32":
+        return getattr(sys.implementation, "_build", None) or None
+    return None
 
 
 def _idf_version(v):
@@ -107,15 +124,21 @@ def _fits(a):
     return a.wbits <= WBITS
 
 
+# manifest.DELTAS, kept here: the manifest module is out of memory during the download
+# (forget_verifier) and must not be loaded again for two names
+DELTAS = ("delta", "rdelta")
+
+
 def choose(m, run, buf, prefer_delta=True):
     """(artifact, base length or None): a delta whose base is the running image, else the
     smallest full artifact; only artifacts this device can decompress."""
-    full = [a for a in m.artifacts if a.encoding != "delta" and _fits(a)]
+    full = [a for a in m.artifacts if a.encoding not in DELTAS and _fits(a)]
     if not full:
         raise OTAError("window_too_large", "release %s has no full artifact this device can decompress: each needs "
                        "a window over its limit; publish it with wbits <= 12 (the default) or a raw image" % m.version)
     full.sort(key=lambda a: a.size)
-    deltas = [a for a in m.artifacts if a.encoding == "delta" and _fits(a)]
+    deltas = [a for a in m.artifacts if a.encoding in DELTAS and _fits(a)]
+    deltas.sort(key=lambda a: a.size)  # the smallest patch from the running image
     if prefer_delta and deltas:
         try:
             digest, length = _running_image_sha(run, buf)
@@ -265,7 +288,7 @@ def _fallback(m, art, e):
     # The full artifact to use when a delta or compressed one failed by itself, else None.
     if art.encoding == "raw" or e.reason in _NOT_THE_ARTIFACT or e.reason.startswith("http_5"):
         return None
-    full = [a for a in m.artifacts if a.encoding != "delta" and a is not art and _fits(a)]
+    full = [a for a in m.artifacts if a.encoding not in DELTAS and a is not art and _fits(a)]
     if not full:
         return None
     for a in full:
@@ -339,8 +362,11 @@ def _pipeline(stage, art, m, run, base_len, room):
         return stage
     from .inflate import Inflate
 
-    if art.encoding == "delta":
-        from .delta import Patch, max_raw_patch_len
+    if art.encoding in ("delta", "rdelta"):
+        if art.encoding == "delta":
+            from .delta import Patch, max_raw_patch_len
+        else:
+            from .reloc import RelocPatch as Patch, max_raw_patch_len
 
         base = slot.Reader(run)
         base.size = base_len

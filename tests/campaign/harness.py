@@ -9,17 +9,26 @@ import hashlib
 
 from ota.errors import OTAError
 
-_trust = None
+_key = None
+_trusts = []
 FACTS = {"chip": "esp32", "board": "GENERIC", "slot_size": 0x180000, "running_version": "1.0.0",
          "security_counter": 3, "channel": "stable", "now": None, "micropython": "1.24.0", "device_id": "dev-1"}
 
 
 def setup(public_key_b64):
     """The one trusted release key of the signed-document targets."""
-    global _trust
-    from ota.trust import Trust
+    global _key
+    _key = public_key_b64
 
-    _trust = Trust.from_list([public_key_b64])
+
+def _trust():
+    # Made when a signed-document target first runs: the other targets (HTTP, images...) run on a
+    # device without the signature code in the heap (the agent drops it before downloads).
+    if not _trusts:
+        from ota.trust import Trust
+
+        _trusts.append(Trust.from_list([_key]))
+    return _trusts[0]
 
 
 def _h(data):
@@ -43,7 +52,7 @@ def manifest(blob):
     from ota import manifest as mf
     from ota import policy
 
-    m = mf.load(blob, _trust)
+    m = mf.load(blob, _trust())
     policy.check(m, FACTS)
     return "A %s %d" % (m.version, len(m.artifacts))
 
@@ -51,11 +60,11 @@ def manifest(blob):
 def keys(blob):
     from ota import manifest as mf
 
-    doc = mf.load_keys(blob, _trust)
+    doc = mf.load_keys(blob, _trust())
     names = [k["name"] for k in doc["keys"]]
     if len(set(names)) != len(names) or not all(isinstance(n, str) for n in names):
         raise ValueError("key names are not unique strings: the device would lose a key")  # (see Agent._rotate_keys)
-    t = _trust.updated(doc)
+    t = _trust().updated(doc)
     return "A %d %d %d" % (doc["version"], len(t.keys), t.threshold)
 
 
@@ -250,6 +259,15 @@ def delta(stream, old, to_size, wbits, step):
                         to_size), 4096)
 
 
+def rdelta(stream, old, to_size, wbits, step):
+    """An rdelta artifact as update._pipeline decodes it: zlib, then the relocation patch."""
+    from ota.inflate import Inflate
+    from ota.reloc import RelocPatch, max_raw_patch_len
+
+    return _drain(RelocPatch(Inflate(_Src(stream, step), "zlib", wbits, max_raw_patch_len(to_size)), _Base(old),
+                             to_size), 4096)
+
+
 def inflate(stream, gzip, wbits, step, max_out):
     from ota.inflate import Inflate
 
@@ -274,7 +292,7 @@ def ed25519(public_key, message, signature):
 def bundle(blob):
     from ota import bundle as bd
 
-    b = bd.load(blob, _trust)
+    b = bd.load(blob, _trust())
     return "A %s %s %s %d" % (b.type, b.version, b.root, len(b.files))
 
 
@@ -285,7 +303,7 @@ def bundle_path(path, root):
 
 
 TARGETS = {"manifest": manifest, "keys": keys, "http": http, "image": image, "otadata": otadata,
-           "patch": patch, "delta": delta, "inflate": inflate, "ed25519": ed25519, "bundle": bundle,
+           "patch": patch, "delta": delta, "rdelta": rdelta, "inflate": inflate, "ed25519": ed25519, "bundle": bundle,
            "bundle_path": bundle_path}
 
 

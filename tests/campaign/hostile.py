@@ -10,7 +10,8 @@ tests/campaign/harness.py, which runs the same code under CPython and MicroPytho
              for HTTP also an OTAError("network") where the fake network raised nothing (the HTTP
              client turns unexpected exceptions into "network": there it would hide a parser bug)
   wrong      accepted results that contradict an independent reference (Ed25519: cryptography;
-             zlib: CPython's zlib; delta: detools' applier)
+             zlib: CPython's zlib; delta: detools' applier; rdelta: the intact patch gives the
+             new image)
   heap       CPython: tracemalloc peak of one example over a sample of the examples;
              MicroPython: the same sample run in one process by the device code: the most heap one
              example allocated (garbage included: an upper bound of its peak; big-integer Ed25519
@@ -432,6 +433,35 @@ def delta_args(draw):
     return stream, FUZZ_OLD, size, 12, draw(st.sampled_from([1, 7, 600]))
 
 
+def _rdelta_material():
+    from tests.ota import test_delta_reloc as tr
+
+    return tr.FUZZ_OLD, tr.FUZZ_NEW, tr.FUZZ_RAW, tr.raw_patches
+
+
+R_OLD, R_NEW, R_RAW, _rdelta_raw = _rdelta_material()
+
+
+@st.composite
+def rdelta_args(draw):
+    raw = draw(st.one_of(_rdelta_raw, st.just(R_RAW)))
+    stream = _zc(raw, draw(st.sampled_from([9, 12, 12, 15])))
+    if draw(st.integers(0, 3)) == 0:
+        stream = draw(mutated_bytes(stream))
+    size = draw(st.sampled_from([len(R_NEW), len(R_NEW), 0, 10, 1 << 20]))
+    return stream, R_OLD, size, 12, draw(st.sampled_from([1, 7, 600]))
+
+
+def _oracle_rdelta(args, out):
+    # the valid patch, intact, must give the new image; other accepted streams have no reference
+    import hashlib
+
+    if args[0] == _zc(R_RAW, 12) and args[2] == len(R_NEW) and out != "A %d %s" % (
+            len(R_NEW), hashlib.sha256(R_NEW).hexdigest()[:12]):
+        return "the valid patch does not give the new image"
+    return None
+
+
 @st.composite
 def inflate_args(draw):
     gzip = draw(st.booleans())
@@ -681,6 +711,8 @@ FUZZERS = [
            what="espsim.parttable.parse, ota_tool.partitions.from_binary"),
     Fuzzer("delta patch", "patch", patch_args, oracle=_oracle_patch, what="delta.Patch on raw patches"),
     Fuzzer("delta artifact (zlib + patch)", "delta", delta_args(), what="Inflate -> Patch as update._pipeline"),
+    Fuzzer("rdelta artifact (zlib + relocation patch)", "rdelta", rdelta_args(), oracle=_oracle_rdelta, heap="72k",
+           what="Inflate -> reloc.RelocPatch as update._pipeline: tables, runs, T over an Xtensa image"),
     Fuzzer("zlib / gzip stream", "inflate", inflate_args(), oracle=_oracle_inflate, what="inflate.Inflate"),
     Fuzzer("Ed25519 key and signature bytes", "ed25519", ed_args(), oracle=_oracle_ed25519, what="ed25519.verify"),
 ]
@@ -879,23 +911,37 @@ def catalogue_manifests():
     return len(cases), wrong
 
 
-def catalogue_patches():
-    """tests/ota/test_delta.py HOSTILE: each hostile delta patch refused with its reason."""
-    from ota.delta import Patch
+def _catalogue_of_patches(stage, cases, old):
+    # each (name, patch, reason) of `cases` read through stage(Source, Base) must be refused so
     from ota.errors import OTAError
     from tests.ota.delta_helpers import Base, Source, read_all
-    from tests.ota.test_delta import HOSTILE, OLD
 
     wrong = []
-    for name, patch, reason in HOSTILE:
+    for name, patch, reason in cases:
         try:
-            read_all(Patch(Source(patch, 3), Base(OLD)))
+            read_all(stage(Source(patch, 3), Base(old)), limit=1 << 22)
             got = None
         except OTAError as e:
             got = e.reason
         if got != reason:
             wrong.append("%s: %s, expected %s" % (name, got, reason))
-    return len(HOSTILE), wrong
+    return len(cases), wrong
+
+
+def catalogue_patches():
+    """tests/ota/test_delta.py HOSTILE: each hostile delta patch refused with its reason."""
+    from ota.delta import Patch
+    from tests.ota.test_delta import HOSTILE, OLD
+
+    return _catalogue_of_patches(Patch, HOSTILE, OLD)
+
+
+def catalogue_rdelta():
+    """tests/ota/test_delta_reloc.py HOSTILE: each hostile relocation patch refused with its reason."""
+    from ota.reloc import RelocPatch
+    from tests.ota.test_delta_reloc import HOSTILE, OLD
+
+    return _catalogue_of_patches(RelocPatch, HOSTILE, OLD)
 
 
 def catalogue_streams():
@@ -1006,6 +1052,7 @@ class _Dir(str):
 CATALOGUES = {
     "manifests (tests/ota/manifest_cases.py)": catalogue_manifests,
     "delta patches (tests/ota/test_delta.py)": catalogue_patches,
+    "relocation patches (tests/ota/test_delta_reloc.py)": catalogue_rdelta,
     "zlib streams (tests/ota/test_inflate.py)": catalogue_streams,
     "app images on a board (tests/ota/test_install.py)": catalogue_images,
     "HTTP responses (tests/ota/test_http.py)": catalogue_http,

@@ -272,7 +272,7 @@ def main_retrying():
 class Run:
     def __init__(self, index, kind, schedule):
         self.index = index
-        self.kind = kind  # raw / zlib / delta
+        self.kind = kind  # raw / zlib / delta / rdelta
         self.schedule = schedule
         self.succeeded = False
         self.wrong = []
@@ -329,7 +329,7 @@ class Result:
                 "applied": sum(self.applied.values()),
                 "wrong_images": len(self.wrong), "succeeded": len(self.succeeded),
                 "rollbacks": sum(r.rollbacks for r in self.runs),
-                "by_kind": {k: sum(1 for r in self.runs if r.kind == k and r.succeeded) for k in ("raw", "zlib", "delta")}}
+                "by_kind": {k: sum(1 for r in self.runs if r.kind == k and r.succeeded) for k in ("raw", "zlib", "delta", "rdelta")}}
 
 
 def run(workdir, runs=200, seed=2024, progress=None):
@@ -343,7 +343,9 @@ def run(workdir, runs=200, seed=2024, progress=None):
         mirrors = {}
         started = []
         try:
-            for kind, kw in (("raw", {}), ("zlib", {"compress": True}), ("delta", {"compress": True, "bases": [V1]})):
+            for kind, kw in (("raw", {}), ("zlib", {"compress": True}),
+                             ("delta", {"compress": True, "bases": [V1], "rdelta": False}),
+                             ("rdelta", {"compress": True, "bases": [V1]})):
                 repo = w.repo("net-" + kind, serve=False)
                 repo.publish(V1, "1.0.0")
                 with open(os.path.join(repo.path, "stable.json"), "rb") as f:
@@ -356,7 +358,7 @@ def run(workdir, runs=200, seed=2024, progress=None):
                 mirrors[kind] = (m, base.path)
             rng = random.Random(seed)
             for i in range(runs):
-                kind = rng.choice(("raw", "raw", "zlib", "delta"))  # raw: the resumable kind
+                kind = rng.choice(("raw", "raw", "zlib", "delta", "rdelta"))  # raw: the resumable kind
                 r = Run(i, kind, make_schedule(rng))
                 for k, _ in r.schedule:
                     res.faults[k] = res.faults.get(k, 0) + 1

@@ -118,9 +118,19 @@ def compressed_update(w):
 def delta_update(w):
     """1.0.0 -> 2.0.0, delta artifact (patched against the running image while it streams)."""
     repo = w.repo("delta")
-    info = repo.publish(V2, "2.0.0", compress=True, bases=[V1])
+    info = repo.publish(V2, "2.0.0", compress=True, bases=[V1], rdelta=False)
     assert any(a["encoding"] == "delta" for a in info["artifacts"]), "no delta artifact"
     return Plan(_board(w, repo, "delta").path, {"1.0.0", "2.0.0"}, "2.0.0")
+
+
+def rdelta_update(w):
+    """1.0.0 -> 2.0.0, relocation-aware delta (ota.reloc: the running image read through T while
+    the patch streams); today's delta is published too, and the device takes the smaller."""
+    repo = w.repo("rdelta")
+    info = repo.publish(V2, "2.0.0", compress=True, bases=[V1])
+    sizes = {a["encoding"]: a["size"] for a in info["artifacts"]}
+    assert sizes.get("rdelta", 1 << 30) < sizes["delta"], "no smaller rdelta artifact: %s" % sizes
+    return Plan(_board(w, repo, "rdelta").path, {"1.0.0", "2.0.0"}, "2.0.0")
 
 
 def probation_update(w):
@@ -227,6 +237,7 @@ SCENARIOS = {
     "full image": full_update,
     "compressed image": compressed_update,
     "delta": delta_update,
+    "relocation delta": rdelta_update,
     "boot counter (retry limit 3)": probation_update,
     "failed self-test, rollback": failed_self_test,
     "ota.rollback() requested": requested_rollback,

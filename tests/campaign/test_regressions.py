@@ -126,7 +126,10 @@ def test_key_list_nulls_and_names(extra, expected):
     from tests.campaign import harness
     from tests.campaign.hostile import PUB_B64
 
-    subst = {"PUB": PUB_B64, "ZERO": base64.b64encode(bytes(range(1, 33))).decode()}
+    from tests.ota import manifest_cases as mc
+
+    # a second valid key (issue 14 item 3: a key that is not an Ed25519 point is refused now)
+    subst = {"PUB": PUB_B64, "ZERO": base64.b64encode(mc.keys.public_bytes(mc.KEY2)).decode()}
     d = {"type": "keys", "version": 2, "keys": [{"key": "PUB"}]}
     d.update(extra)
     for k in d["keys"]:

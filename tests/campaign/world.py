@@ -22,7 +22,7 @@ IMAGES = {"1.0.0": V1, "2.0.0": V2, "3.0.0": V3_BAD}
 # Refusals that prove the device fetched and verified the manifest and decided on it: an update
 # check that ends in one of these reached the server.
 POLICY_REASONS = ("up_to_date", "downgrade", "security_version", "halted", "not_in_rollout", "expired",
-                  "wrong_board", "wrong_channel", "wrong_chip", "too_large", "requires_micropython",
+                  "wrong_board", "board_unknown", "wrong_channel", "wrong_chip", "too_large", "requires_micropython",
                   "requires_idf", "known_bad", "replayed")
 
 

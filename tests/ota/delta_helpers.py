@@ -102,21 +102,27 @@ _IRAM = 0x40080000
 _DRAM = 0x3FFB0000
 
 
-def _program(seed, nfuncs):
-    rng = random.Random(seed)
-    vocab = [bytes(rng.randrange(256) for _ in range(rng.choice((2, 3, 3, 3)))) for _ in range(600)]
+def _bodies(rng, vocab, nfuncs, scale, p_call, p_lit, nlits, rate):
+    # function bodies: calls, literal loads and instructions from the vocabulary (Zipf-like use)
     funcs = []
     for _ in range(nfuncs):
         body = []
-        for _ in range(int(rng.paretovariate(1.5) * 40)):
+        for _ in range(int(rng.paretovariate(1.5) * scale)):
             r = rng.random()
-            if r < 0.06:
+            if r < p_call:
                 body.append(("call", rng.randrange(nfuncs)))
-            elif r < 0.10:
-                body.append(("lit", rng.randrange(nfuncs)))
+            elif r < p_lit:
+                body.append(("lit", rng.randrange(nlits)))
             else:
-                body.append(vocab[min(int(rng.expovariate(0.02)), len(vocab) - 1)])
+                body.append(vocab[min(int(rng.expovariate(rate)), len(vocab) - 1)])
         funcs.append(body)
+    return funcs
+
+
+def _program(seed, nfuncs):
+    rng = random.Random(seed)
+    vocab = [bytes(rng.randrange(256) for _ in range(rng.choice((2, 3, 3, 3)))) for _ in range(600)]
+    funcs = _bodies(rng, vocab, nfuncs, 40, 0.06, 0.10, nfuncs, 0.02)
     words = [bytes(rng.choice(b"etaoinshrdlcumwfgypbvk_") for _ in range(rng.randrange(3, 12))) for _ in range(800)]
     strings = [b" ".join(rng.choice(words) for _ in range(rng.randrange(1, 6))) + b"\x00" for _ in range(nfuncs // 2)]
     return rng, vocab, funcs, strings
@@ -212,6 +218,109 @@ def esp32_app(seed=1, nfuncs=400, version=b"1.0.0", edits=0, edit_seed=0):
     return img.save(None)
 
 
+# ESP32 app images with real Xtensa encodings (for ota.reloc): windowed-ABI functions that start
+# with ENTRY and call each other with CALL8, L32R loads from literal pools that hold pointers, and
+# pointer tables in .rodata and .data, laid out as ESP-IDF links an app (literal pools of a library
+# gathered before its code). A rebuild with a few edited functions moves everything behind them,
+# as a real one does: that is what the relocation-aware patch is for.
+
+
+def _entry_insn():
+    return bytes([0x36, 0x41, 0x00])  # ENTRY a1, 32
+
+
+def _call8(pc, target):
+    off = (target - (pc & ~3) - 4) >> 2
+    off &= 0x3FFFF
+    return bytes([0x25 | (off & 3) << 6, off >> 2 & 0xFF, off >> 10 & 0xFF])
+
+
+def _l32r(pc, literal, reg):
+    imm = ((literal - ((pc + 3) & ~3)) >> 2) & 0xFFFF
+    return bytes([0x01 | reg << 4, imm & 0xFF, imm >> 8])
+
+
+def _xtensa_program(seed, nfuncs):
+    rng = random.Random(seed)
+    # filler instructions: 2- and 3-byte patterns whose first byte is no CALLn/L32R opcode
+    vocab = []
+    while len(vocab) < 300:
+        ins = bytes(rng.randrange(256) for _ in range(rng.choice((2, 3, 3))))
+        if ins[0] & 0x0F not in (1, 5, 6):
+            vocab.append(ins)
+    funcs = _bodies(rng, vocab, nfuncs, 12, 0.12, 0.22, nfuncs * 2, 0.05)  # "lit": a literal slot
+    strings = [b"msg %d %s\x00" % (i, bytes(rng.choice(b"abcdefgh") for _ in range(rng.randrange(3, 20))))
+               for i in range(nfuncs)]
+    return rng, vocab, funcs, strings
+
+
+def _xtensa_link(funcs, strings, nlits, irom, drom):
+    # .rodata: descriptor, a table of function pointers, strings
+    str_addr = []
+    a = drom + 256 + 4 * len(funcs)
+    for text in strings:
+        str_addr.append(a)
+        a += len(text)
+    # .flash.text: the literal pool (one word per slot), then the functions, each 4-aligned
+    pool = irom
+    f_addr = []
+    pc = pool + 4 * nlits
+    for body in funcs:
+        f_addr.append(pc)
+        size = 3 + sum(3 if isinstance(ins, tuple) else len(ins) for ins in body)
+        pc += size + (-size % 4)
+    lits = b"".join(struct.pack("<I", f_addr[i // 2] if i % 2 else str_addr[i // 2]) for i in range(nlits))
+    code = bytearray()
+    for body, start in zip(funcs, f_addr):
+        pc = start
+        fn = bytearray(_entry_insn())
+        pc += 3
+        for ins in body:
+            if isinstance(ins, tuple):
+                kind, arg = ins
+                ins = _call8(pc, f_addr[arg]) if kind == "call" else _l32r(pc, pool + 4 * arg, arg % 16)
+            fn += ins
+            pc += len(ins)
+        code += fn + b"\x00" * (-len(fn) % 4)
+    table = b"".join(struct.pack("<I", f) for f in f_addr)
+    return lits + bytes(code), table, b"".join(strings), str_addr, f_addr
+
+
+def xtensa_app(seed=1, nfuncs=300, version=b"1.0.0", edits=0, edit_seed=0, in_ram=False):
+    """A real-format ESP32 app image whose code is Xtensa-like (see above); `edits` edited
+    functions (and one longer string) make the next build. in_ram: code in IRAM and constants in
+    DRAM instead of flash (IROM/DROM), so that esptool pads nothing: a small image (fuzzing)."""
+    irom, drom, dram = (_IRAM, _DRAM + 0x10000, _DRAM) if in_ram else (_IROM, _DROM, _DRAM)
+    rng, vocab, funcs, strings = _xtensa_program(seed, nfuncs)
+    build_time = b"12:00:00"
+    if edits:
+        er = random.Random(edit_seed)
+        for _ in range(edits):
+            body = funcs[er.randrange(nfuncs)]
+            at = er.randrange(len(body) + 1)
+            body[at:at] = [vocab[er.randrange(40)] for _ in range(er.randrange(1, 12))]
+        i = er.randrange(nfuncs)
+        strings[i] = strings[i][:-1] + b" (changed)\x00"
+        build_time = b"13:%02d:00" % (edit_seed % 60)
+    text, table, rodata, str_addr, f_addr = _xtensa_link(funcs, strings, 2 * nfuncs, irom, drom)
+    data = b"".join(struct.pack("<II", str_addr[i], f_addr[i]) for i in range(0, nfuncs, 7))
+    img = ESP32FirmwareImage()
+    img.entrypoint = f_addr[0]
+    img.flash_mode = 2
+    img.flash_size_freq = 0x20
+
+    def seg(name, addr, data):
+        return ELFSection(name, addr, data + b"\x00" * (-len(data) % 4), flags=0)
+
+    desc = _app_desc(version, build_time)
+    img.segments = [
+        seg(b".flash.rodata", drom, desc + table + rodata),
+        seg(b".dram0.data", dram, data),
+        seg(b".flash.text", irom, text),
+    ]
+    return img.save(None)
+
+
 # Under MicroPython: the library and a small runner precompiled to .mpy, as a device holds them
 # (source compiled at import time would need more heap than the pipeline itself).
 
@@ -224,7 +333,6 @@ import hashlib
 from binascii import hexlify
 from ota.errors import OTAError
 from ota.inflate import Inflate
-from ota.delta import Patch
 
 
 class Src:
@@ -254,7 +362,12 @@ def run():
     free = low = gc.mem_free()
     stage = Inflate(Src(env("OTA_STREAM"), int(env("OTA_STEP"))), "zlib", 12, int(env("OTA_MAX_OUT")))
     if env("OTA_OLD"):
-        stage = Patch(stage, Old(env("OTA_OLD")), int(env("OTA_TO_SIZE")))
+        # only the format's own module, as update._pipeline imports it
+        if env("OTA_FORMAT") == "rdelta":
+            from ota.reloc import RelocPatch as P
+        else:
+            from ota.delta import Patch as P
+        stage = P(stage, Old(env("OTA_OLD")), int(env("OTA_TO_SIZE")))
     h = hashlib.sha256()
     total = 0
     t = time.ticks_ms()
@@ -306,7 +419,8 @@ def compile_for_mp(dest):
     return dest
 
 
-def run_mp(mpy_dir, stream_path, heap, old_path=None, to_size=0, max_out=1 << 24, step=100, probe=False):
+def run_mp(mpy_dir, stream_path, heap, old_path=None, to_size=0, max_out=1 << 24, step=100, probe=False,
+           fmt="delta"):
     """Run the precompiled runner under MicroPython; return the CompletedProcess.
 
     Its stdout: "ok SIZE SHA256 HEAP_USED MS" or "OTAError REASON MESSAGE"."""
@@ -319,6 +433,7 @@ def run_mp(mpy_dir, stream_path, heap, old_path=None, to_size=0, max_out=1 << 24
         "OTA_OLD": old_path or "",
         "OTA_TO_SIZE": str(to_size),
         "OTA_PROBE": "1" if probe else "",
+        "OTA_FORMAT": fmt,
     }
     res = micropython.run(code="import ota_mp_runner", heap=heap, env=env, extra_path=(mpy_dir,))
     return res

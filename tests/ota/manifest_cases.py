@@ -127,6 +127,14 @@ def cases():
     case("security version below counter", good, "security_version", facts={"security_counter": 4})
     case("wrong chip", signed(with_(chips=["esp32s3"])), "wrong_chip")
     case("wrong board", signed(with_(board="LOLIN_S2")), "wrong_board")
+    # issue 14 item 9: fail closed, a device that does not know its board refuses board-specific releases
+    case("board-specific release, board unknown", signed(with_(board="LOLIN_S2")), "board_unknown",
+         facts={"board": None})
+    case("any-board release, board unknown: accepted", good, None, facts={"board": None})
+    case("prerelease rc.10 after rc.9: accepted", signed(with_(version="2.0.0-rc.10")), None,
+         facts={"running_version": "2.0.0-rc.9"})
+    case("prerelease rc.9 after rc.10", signed(with_(version="2.0.0-rc.9")), "downgrade",
+         facts={"running_version": "2.0.0-rc.10"})
     case("too big for the slot", signed(with_(image={"size": 0x180001, "sha256": SHA}, slot_size=0x181000)), "too_large")
     case("expired, trusted clock", signed(with_(expires=1790000100)), "expired", facts={"now": 1790000200})
     case("expiry unknown clock: accepted", signed(with_(expires=1790000100)), None)

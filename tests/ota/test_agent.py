@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import ota
 from ota import agent as ota_agent
@@ -231,7 +232,9 @@ def test_config_api(world):
 
     def app():
         config.set("interval", 7200)
-        config.key("add", "backup", keys.public_text(world["key"]))
+        with pytest.raises(ota.OTAError):
+            config.key("add", "again", keys.public_text(world["key"]))  # one key under two names
+        config.key("add", "backup", keys.public_text(Ed25519PrivateKey.from_private_bytes(bytes(range(7, 39)))))
         with pytest.raises(ota.OTAError):
             config.key("add", "bad", "not a key")
         config.key("delete", "backup")

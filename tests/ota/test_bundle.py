@@ -81,6 +81,21 @@ HOSTILE = [
     ("reserved name", app_doc([entry(".ota-app.json")]), "bad_path"),
     ("reserved part file", app_doc([entry("lib/.ota-part")]), "bad_path"),
     ("the updater", app_doc([entry("ota/agent.py")], root="lib"), "bad_path"),
+    # issue 14 item 7: no bundle may move the updater (lib/ota) or the entry points away; names are
+    # compared as a filesystem may (case-insensitively; FAT drops trailing dots)
+    ("updater folder as root", app_doc([entry("x.py")], root="lib"), "bad_path"),
+    ("updater folder as root, upper case", app_doc([entry("x.py")], root="Lib"), "bad_path"),
+    ("updater folder as root, trailing dot", app_doc([entry("x.py")], root="lib."), "bad_path"),
+    ("updater folder as root, trailing slash", app_doc([entry("x.py")], root="lib/"), "bad_path"),
+    ("entry point as root", app_doc([entry("x.py")], root="main.py"), "bad_path"),
+    ("entry point as root, upper case", app_doc([entry("x.py")], root="BOOT.PY"), "bad_path"),
+    ("the updater, upper case", app_doc([entry("OTA/agent.py")]), "bad_path"),
+    ("the updater, any root", app_doc([entry("ota/__init__.py")]), "bad_path"),
+    ("the updater as a module", app_doc([entry("Ota.py")]), "bad_path"),
+    ("the updater as bytecode", app_doc([entry("ota.mpy")]), "bad_path"),
+    ("reserved name, upper case", app_doc([entry(".OTA-app.json")]), "bad_path"),
+    ("trailing dot", app_doc([entry("x.py.")]), "bad_path"),
+    ("trailing dot in a folder", app_doc([entry("lib./x.py")]), "bad_path"),
     ("root traversal", app_doc([entry("x.py")], root="../app"), "bad_path"),
     ("root absolute", app_doc([entry("x.py")], root="/app"), "bad_path"),
     ("root staging name", app_doc([entry("x.py")], root="app.new"), "bad_path"),
@@ -142,7 +157,7 @@ def test_requirements():
     assert apptree.satisfied(">=1.2.0,<2.0.0", "1.9.9") and not apptree.satisfied(">=1.2.0,<2.0.0", "2.0.0")
     assert not apptree.satisfied(">=2.0.0", "2.0.0-rc.1") and apptree.satisfied("<2.0.0", "2.0.0-rc.1")
     assert apptree.satisfied("==1.0.0", "1.0.0") and apptree.satisfied(">1.0.0,<=1.1.0", "1.1.0")
-    assert bundle.requirement(">=1.2.0,<2.0.0") == [(">=", (1, 2, 0, 1, "")), ("<", (2, 0, 0, 1, ""))]
+    assert bundle.requirement(">=1.2.0,<2.0.0") == [(">=", (1, 2, 0, 1, ())), ("<", (2, 0, 0, 1, ()))]
 
 
 @pytest.mark.micropython
@@ -437,12 +452,12 @@ def test_requires_firmware_and_root(tmp_path):
     with pytest.raises(OTAError) as e:
         dev.run(install(repo.url()))
     assert e.value.reason == "requires_firmware" and tree(dev) == USER
-    repo.app(V1, "1.0.0", root="lib", name="lib.json")
+    repo.app(V1, "1.0.0", root="other", name="other.json")
     repo.app(V1, "1.0.0", name="app.json")
     dev.run(install(repo.url("app.json")))
     dev.run(boot())
     with pytest.raises(OTAError) as e:
-        dev.run(install(repo.url("lib.json")))
+        dev.run(install(repo.url("other.json")))
     assert e.value.reason == "wrong_root"
 
 
@@ -936,3 +951,78 @@ def test_agent_app_update_under_micropython(world):
     assert out.kind == sim.RESET and app_version(dev) == "1.0.0", out.stdout + out.stderr
     out = dev.run_micropython(MP_MAIN, heap=AGENT_HEAP)
     assert "boot already_valid ok" in out.stdout, out.stdout + out.stderr
+
+
+# --- issue 14 item 7: the updater and the entry points survive every bundle, at every power cut ----
+
+DEPLOYED = {"lib/ota/__init__.py": b"# the updater\n", "lib/ota/agent.py": b"AGENT = 1\n", "main.py": b"import ota\n",
+            "boot.py": b"# boot\n"}  # the layout ota-tool deploy makes
+
+
+def deployed(dev):
+    """{path: bytes} of the updater's files and the entry points on `dev` (None for a missing one)."""
+    with devfs.mount(dev.path, format_blank=False) as fs:
+        out = {}
+        for p in DEPLOYED:
+            try:
+                out[p] = fs.get(p)
+            except OSError:
+                out[p] = None
+        return out
+
+
+def test_bundle_that_would_remove_the_updater_is_refused_before_any_write(tmp_path):
+    repo = Repo(tmp_path / "repo")
+    dev = provision(tmp_path)
+    for p, data in DEPLOYED.items():
+        devfs.put(dev.path, p, data)
+    devfs.put(dev.path, "app/OTA/agent.py", b"a copy of the updater in the app root")
+    docs = {"root-lib.json": app_doc([entry("x.py")], root="lib"),
+            "upper.json": app_doc([entry("OTA/agent.py")]),
+            "ok-but-app-holds-ota.json": app_doc([entry("x.py")])}
+    for name, doc in docs.items():
+        with open(os.path.join(repo.path, name), "wb") as f:
+            f.write(sign_raw(doc))
+
+    def attempt(url):
+        def app():
+            try:
+                install(url)()
+                return "installed"
+            except OTAError as e:
+                return e.reason
+        return app
+
+    for name in docs:
+        out = dev.run(attempt(repo.url(name)))
+        assert (out.kind, out.value, out.ops) == (sim.RETURNED, "bad_path", 0), (name, out)
+    assert deployed(dev) == DEPLOYED
+
+
+def test_bundle_never_removes_the_updater_at_any_power_cut(tmp_path, capsys):
+    """Sweeps of every flash operation of an app bundle's staging + switch, and of its rollback, on
+    a board laid out as ota-tool deploy makes it: after each cut, and after the next boot's
+    recovery, /lib/ota, main.py and boot.py are there, unchanged."""
+    staged, repo, old, new = staged_board(tmp_path)
+    base = provision(tmp_path, name="v1")
+    for p, data in DEPLOYED.items():
+        devfs.put(base.path, p, data)
+    repo.app(V1, "1.0.0", compress=True, name="v1.json")
+    base.run(install(repo.url("v1.json")))
+    base.run(boot())
+
+    def check(dev, where):
+        assert deployed(dev) == DEPLOYED, where
+        assert dev.run(boot(confirm=False)).value in ("ok", "pending", "rolled_back"), where
+        assert deployed(dev) == DEPLOYED, where
+
+    def points(total):
+        return range(total) if CAMPAIGN else sorted(set(range(0, total, max(1, total // 16))) | {total - 1})
+
+    sweep(base, tmp_path, install(repo.url()), check, "app staging + switch, deploy layout", capsys, points)
+    switched = sim.Device(str(tmp_path / "switched.bin"))
+    shutil.copyfile(base.path, switched.path)
+    assert switched.run(install(repo.url())).kind == sim.RETURNED
+    total, tried = sweep(switched, tmp_path, lambda: apptree.rollback("self-test failed", failed=True), check,
+                         "app rollback, deploy layout", capsys)
+    assert tried == 2 * total and total >= 5

@@ -274,7 +274,7 @@ def test_malicious_gateway_is_refused_by_every_device(world):
         tamper(world, cache)
         dev = board(world, tamper.__name__)
         outcomes[tamper.__name__] = check(dev)
-        assert dev.run(lambda: ota.status()["version"]).value is None  # nothing was installed
+        assert dev.run(lambda: ota.status()["release"]).value is None  # nothing was installed
         assert "installed" not in [r["event"] for r in dev.run(lambda: audit.read("ota.log")).value]
         boot = sim.Device(dev.path).boot_only()[0]
         assert boot == "ota_0"  # still boots the image it had

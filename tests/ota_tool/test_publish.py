@@ -69,7 +69,8 @@ def clean_bucket(s3):
 def rel(tmp_path):
     key = keys.generate(str(tmp_path / "k.pem"))
     repo = tmp_path / "repo"
-    info = release.build(V2, "2.0.0", [key], str(repo), compress=True, bases=[V1], min_saving=-10)
+    info = release.build(V2, "2.0.0", [key], str(repo), compress=True, bases=[V1], min_saving=-10,
+                         rdelta=False)  # (its extra artifact: tests/ota/test_delta_reloc.py)
     return {"key": key, "repo": str(repo), "info": info, "tmp": tmp_path}
 
 

@@ -62,7 +62,8 @@ def test_release_then_verify_as_the_device_does(tmp_path, key, capsys):
     assert rc == 0 and err == "", err
     info = json.loads(out)
     assert info["ok"] and info["chip"] == "esp32" and info["warnings"] == []
-    assert [a["encoding"] for a in info["artifacts"]] == ["raw", "zlib", "delta"]
+    # --from publishes today's delta and the relocation-aware one (smaller here); verify applies both
+    assert [a["encoding"] for a in info["artifacts"]] == ["raw", "zlib", "delta", "rdelta"]
     m = manifest.load((repo / "stable.json").read_bytes(), Trust.from_list([keys.load_public(key + ".pub")]))
     assert (m.version, m.security_version, m.chips, m.requires) == ("2.0.0", 2, ["esp32"], {"idf": "5.2.0"})
     rc, out, _ = run(capsys, "verify", str(repo / "stable.json"), "--pubkey", key + ".pub", "--json")

@@ -117,6 +117,14 @@ def check_config(doc, where=CONFIG_PATH):
             config.check_value(k, v)
         except OTAError as e:
             raise ToolError("%s: %s" % (where, e.message), "the settings are listed in lib/ota/config.py")
+    if doc.get("keys"):
+        from ota.trust import from_settings
+
+        try:  # the trusted keys as a whole, as the device validates them (ota.trust)
+            from_settings(dict(config.DEFAULTS, **doc))
+        except OTAError as e:
+            raise ToolError("%s: the trusted keys would not do: %s" % (where, e.message),
+                            "each key once, threshold reachable by distinct unrevoked keys, key ids of 16 hex digits")
     data = json.dumps(doc, sort_keys=True).encode()
     if len(data) > config.MAX_BYTES:
         raise ToolError("%s is %d bytes: the device reads at most %d" % (where, len(data), config.MAX_BYTES))
@@ -199,10 +207,11 @@ def app_items(app_dir=None):
 
 
 def plan(mode="mpy", mpy_word=None, config=None, key_files=(), ca=None, app=True, app_dir=None,
-         board_config=None):
+         board_config=None, board=None):
     """The files to send, in order (library first, boot.py/main.py last). mode: "mpy" or "py";
     mpy_word: the board's sys.implementation._mpy (needed for "mpy"); config: a settings file;
-    board_config: the board's current settings (a dict), which --keys go into without config."""
+    board_config: the board's current settings (a dict), which --keys and --board go into without
+    config; board: the board id releases name (the settings' "board")."""
     sources = library_sources()
     items = []
     arch = None
@@ -224,10 +233,13 @@ def plan(mode="mpy", mpy_word=None, config=None, key_files=(), ca=None, app=True
     else:
         raise ToolError("unknown mode %r" % mode)
     doc = load_config(config) if config else None
-    if key_files:
+    if key_files or board:
         if doc is None:
             doc = dict(board_config or {})
+    if key_files:
         add_keys(doc, key_files)
+    if board:
+        doc["board"] = board
     if doc is not None:
         items.append(Item(CONFIG_PATH, check_config(doc, config or CONFIG_PATH), "settings"))
     if ca:

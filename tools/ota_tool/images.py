@@ -71,8 +71,10 @@ def code_like(n, seed, base=None, changes=0):
 
 
 def app_image(version="1.0.0", size=256 * 1024, chip="esp32", seed=1, project="micropython",
-              secure_version=0, flags=None, min_rev_full=0, base=None, changes=0, chip_id=None, idf_ver="v5.2.2"):
-    """A real ESP32 app image (micropython.bin-like) of roughly `size` bytes."""
+              secure_version=0, flags=None, min_rev_full=0, base=None, changes=0, chip_id=None, idf_ver="v5.2.2",
+              extra_segments=()):
+    """A real ESP32 app image (micropython.bin-like) of roughly `size` bytes. `extra_segments`:
+    more (load address, bytes) segments, e.g. to build images a bootloader refuses (tests)."""
     lay = _LAYOUT[chip]
     img = _image_class(chip)()
     img.entrypoint = lay["iram"] + 0x400
@@ -96,6 +98,7 @@ def app_image(version="1.0.0", size=256 * 1024, chip="esp32", seed=1, project="m
 
     img.segments = [seg(b".flash.rodata", lay["drom"], drom), seg(b".dram0.data", lay["dram"], dram),
                     seg(b".iram0.text", lay["iram"], iram), seg(b".flash.text", lay["irom"], irom)]
+    img.segments += [seg(b".extra%d" % i, addr, data) for i, (addr, data) in enumerate(extra_segments)]
     return img.save(None)
 
 

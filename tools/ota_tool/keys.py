@@ -116,12 +116,50 @@ def sign(doc, private_keys):
 
 def key_list(public_keys, version, signers, threshold=1, revoked=()):
     """The signed key-list document devices rotate to: `public_keys` [(name, 32 raw bytes)],
-    signed by `signers` (private keys the devices trust NOW), `version` higher than the last one."""
+    signed by `signers` (private keys the devices trust NOW), `version` higher than the last one.
+    Checked with the device's own code (ota.manifest.load_keys, ota.trust): a list a device
+    would refuse is never signed."""
+    from ota import manifest as device_manifest
+    from ota.errors import OTAError
+
     if not public_keys:
         raise ToolError("a key list needs at least one key")
-    if not 1 <= threshold <= len(public_keys):
-        raise ToolError("threshold %d with %d keys" % (threshold, len(public_keys)))
     doc = {"type": "keys", "version": int(version), "threshold": int(threshold),
            "keys": [{"name": name, "key": base64.b64encode(raw).decode()} for name, raw in public_keys],
-           "revoked": sorted(set(revoked))}
-    return sign(doc, signers)
+           "revoked": revocations(revoked)}
+    blob = sign(doc, signers)
+    try:
+        # as a device trusting exactly the signers (their number as threshold) and version - 1 sees it
+        now = device_trust.Trust.from_list([public_bytes(k) for k in signers], len(signers), (), int(version) - 1)
+        now.updated(device_manifest.load_keys(blob, now))
+    except OTAError as e:
+        raise ToolError("devices would refuse this key list (%s): %s" % (e.reason, e.message),
+                        "keep the threshold reachable by distinct unrevoked keys, each key once, at most %d keys "
+                        "and %d signers" % (device_trust.MAX_KEYS, device_manifest.MAX_SIGNATURES))
+    return blob
+
+
+def revocations(ids):
+    """Key ids to revoke in the device's one form (ota.trust.canonical_id), sorted, each once."""
+    from ota.errors import OTAError
+
+    try:
+        return sorted(set(device_trust.canonical_id(r) for r in ids))
+    except OTAError as e:
+        raise ToolError(e.message, "a key id is 16 hex digits: ota-tool keygen prints it")
+
+
+def key_list_version(path):
+    """The version of the key list at `path` (not verified: only to number the next one), or None."""
+    import json
+
+    from ota import manifest as device_manifest
+    from ota.errors import OTAError
+
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(device_manifest.split(f.read(device_manifest.MAX_DOCUMENT + 1024))[1])
+        v = doc["version"] if doc.get("type") == "keys" else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OTAError):
+        return None
+    return v if isinstance(v, int) and not isinstance(v, bool) else None

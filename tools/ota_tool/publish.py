@@ -82,7 +82,8 @@ def manifest_artifacts(blob):
     if not isinstance(d, dict) or d.get("type") != "firmware" or not isinstance(d.get("artifacts"), list):
         return None
     out = []
-    for a in d["artifacts"]:
+    extra = d.get("extra_artifacts")  # rdelta patches (ota.manifest): files like the others
+    for a in d["artifacts"] + (extra if isinstance(extra, list) else []):
         if isinstance(a, dict) and isinstance(a.get("url"), str):
             out.append((a["url"], a.get("size"), a.get("sha256")))
     return out

@@ -10,11 +10,13 @@ manifest whose artifacts are missing. Everything is checked with the device's ow
 """
 import binascii
 import hashlib
+import json
 import os
 import time
 import zlib
 
 from ota import appimage, manifest as device_manifest
+from ota import version as device_version
 from ota.errors import OTAError
 from ota.trust import Trust
 
@@ -43,7 +45,9 @@ def check_image(data):
         check.feed(memoryview(data))
         check.finish()
     except OTAError as e:
-        hint = "build output: use micropython.bin (the app), not firmware.bin" if e.reason == "not_app_image" else None
+        hint = {"not_app_image": "build output: use micropython.bin (the app), not firmware.bin",
+                "bad_load_address": "devices would refuse it before set_boot (lib/ota/memmap.py has ESP-IDF's rules): "
+                                    "check the build's linker script and memory settings"}.get(e.reason)
         raise ToolError("not a valid app image: %s" % e.message, hint)
     chip = CHIP_NAMES.get(chip_id)
     if chip is None:
@@ -70,8 +74,9 @@ def zlib_artifact(data, wbits):
 
 def build(image, version, signing_keys, out_dir, channel="stable", security_version=0, board="*",
           compress=False, wbits=12, bases=(), requires=None, expires=None, commit=None, min_saving=0.10,
-          manifest_name=None, slot_size=None, created=None, extra=None):
-    """Write a signed release of `image` (bytes) into the repository `out_dir`. Returns a summary."""
+          manifest_name=None, slot_size=None, created=None, extra=None, rdelta=True):
+    """Write a signed release of `image` (bytes) into the repository `out_dir`. Returns a summary.
+    rdelta: also publish relocation-aware patches (ota.reloc) from `bases` where they are smaller."""
     device_manifest.parse_version(version)  # refuse a version the device would refuse
     chip = check_image(image)
     os.makedirs(out_dir, exist_ok=True)
@@ -86,8 +91,10 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
         arts.append({"url": name, "size": len(z), "sha256": sha256_hex(z), "encoding": "zlib", "wbits": wbits})
         smallest_full = min(smallest_full, len(z))
     skipped = []
+    extra_arts = []
+    use_rdelta = rdelta
     for base in bases:
-        from . import delta
+        from . import delta, rdelta
 
         patch = delta.make_patch(base, image, wbits)
         if len(patch) > smallest_full * (1 - min_saving):
@@ -96,6 +103,14 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
         name = _write_artifact(out_dir, patch, "patch")
         arts.append({"url": name, "size": len(patch), "sha256": sha256_hex(patch), "encoding": "delta",
                      "wbits": wbits, "base_sha256": sha256_hex(base)})
+        # The relocation-aware patch too, for devices that know it (listed apart: older devices
+        # refuse an unknown encoding in "artifacts"); only where it is smaller than today's.
+        if use_rdelta and rdelta.supported(base) and rdelta.supported(image):
+            rpatch = rdelta.make_patch(base, image, wbits)
+            if len(rpatch) < len(patch):
+                name = _write_artifact(out_dir, rpatch, "rpatch")
+                extra_arts.append({"url": name, "size": len(rpatch), "sha256": sha256_hex(rpatch),
+                                   "encoding": "rdelta", "wbits": wbits, "base_sha256": sha256_hex(base)})
     doc = {
         "type": "firmware",
         "version": version,
@@ -110,13 +125,16 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
         "key_id": keys.key_id(signing_keys[0]),
         "build": {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created or time.time()))},
     }
+    if extra_arts:
+        doc["extra_artifacts"] = extra_arts
     if commit:
         doc["build"]["commit"] = commit
     desc = images.describe(image)
     if desc and desc.get("idf_ver"):
         doc["build"]["idf"] = desc["idf_ver"]
     warnings = []
-    if desc and desc.get("version") and desc["version"] != version and _is_release_version(desc["version"]):
+    if desc and desc.get("version") and _is_release_version(desc["version"]) and \
+            _compare(desc["version"], version):
         # a board flashed with this image by cable takes its descriptor version for the installed
         # release (ota.update): a different one makes it refuse or reinstall the wrong releases
         warnings.append("the image's app descriptor says version %s, the release is %s: build the firmware "
@@ -127,11 +145,35 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
         doc["expires"] = int(expires)
     if extra:
         doc.update(extra)
-    blob = keys.sign(doc, signing_keys)
     name = manifest_name or "%s.json" % channel
+    warnings += _replaces_newer(os.path.join(out_dir, name), version)
+    blob = keys.sign(doc, signing_keys)
     write_atomic(os.path.join(out_dir, name), blob)
     return {"manifest": os.path.join(out_dir, name), "version": version, "chip": chip, "image_sha256": image_sha,
-            "artifacts": arts, "skipped_deltas": skipped, "manifest_bytes": len(blob), "warnings": warnings}
+            "artifacts": arts + extra_arts, "skipped_deltas": skipped, "manifest_bytes": len(blob), "warnings": warnings}
+
+
+def _compare(a, b):
+    # -1, 0, 1 by the device's SemVer precedence (ota.version)
+    ka, kb = device_version.key(a), device_version.key(b)
+    return (ka > kb) - (ka < kb)
+
+
+def _replaces_newer(path, version):
+    # The manifest this one replaces: a device that installed its version takes this one as a
+    # downgrade (or as installed already), by the device's own order (ota.version).
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(device_manifest.split(f.read(device_manifest.MAX_DOCUMENT + 1024))[1])
+        before = doc["version"]
+        newer = _compare(before, version) >= 0
+    except (OSError, ValueError, KeyError, TypeError, OTAError):
+        return []  # no manifest there (or not one of ours): nothing is replaced
+    if not newer:
+        return []
+    return ["%s replaces release %s, which is not older: devices that installed %s refuse %s (%s)" % (
+        os.path.basename(path), before, before, version,
+        "downgrade" if _compare(before, version) > 0 else "up_to_date")]
 
 
 def _is_release_version(text):
@@ -192,4 +234,8 @@ def _decode(a, data, m, root):
         return None
     with open(base_path, "rb") as f:
         base = f.read()
+    if a.encoding == "rdelta":
+        from . import rdelta
+
+        return rdelta.apply_patch(base, data, a.wbits, m.image_size)
     return delta.apply_patch(base, data, a.wbits, m.image_size, max_raw_patch_len(m.image_size))

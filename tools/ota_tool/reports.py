@@ -27,6 +27,7 @@ import threading
 import time
 
 from ota import manifest as device_manifest
+from ota import version as device_version
 from ota.errors import OTAError
 
 from .errors import ToolError
@@ -46,8 +47,8 @@ _INT_MAX = (1 << 63) - 1  # SQLite INTEGER
 # Refusals by the device's policy (ota.policy.check): the device saw the release and correctly
 # did not start it. They are not failures of the release (a test keeps this list in step with
 # lib/ota/policy.py).
-POLICY_REASONS = ("halted", "wrong_chip", "wrong_board", "wrong_channel", "security_version", "too_large",
-                  "expired", "up_to_date", "downgrade", "requires_micropython", "requires_idf",
+POLICY_REASONS = ("halted", "wrong_chip", "wrong_board", "board_unknown", "wrong_channel", "security_version",
+                  "too_large", "expired", "up_to_date", "downgrade", "requires_micropython", "requires_idf",
                   "not_in_rollout", "known_bad", "replayed")
 # Events that mean "this device tried to install the target release".
 ATTEMPT_EVENTS = ("downloading", "installed", "confirmed", "rolled_back", "failed")
@@ -309,17 +310,24 @@ def attach(httpd, reports, root):
 
 
 def version_sort_key(v):
-    """Newest first when sorted ascending: semantic versions by precedence, anything else after."""
+    """Newest first when sorted ascending: versions by the device's SemVer precedence
+    (ota.version), anything else after."""
     try:
-        t = device_manifest.parse_version(v)
+        return (0, _Newest(device_version.key(v)))
     except OTAError:
-        return (1, v)
-    return (0, tuple(-x for x in t[:4]), _NegStr(t[4]))
+        return (1, v or "")
 
 
-class _NegStr(str):
+class _Newest:
+    # A device version key that sorts in reverse (higher precedence first).
+    def __init__(self, key):
+        self.key = key
+
     def __lt__(self, other):
-        return str.__gt__(self, other)
+        return other.key < self.key
+
+    def __eq__(self, other):
+        return self.key == other.key
 
 
 _ATTEMPT_SQL = ("(event IN (%s) OR (event = 'refused' AND (reason IS NULL OR reason NOT IN (%s))))" % (

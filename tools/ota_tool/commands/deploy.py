@@ -24,6 +24,9 @@ def add_arguments(p):
     p.add_argument("--ca", metavar="FILE",
                    help="CA certificate of the update server (PEM or DER), written as DER where the settings' "
                         "\"ca\" says (default ota_ca.der)")
+    p.add_argument("--board", metavar="NAME",
+                   help="the board id releases for this hardware name (ota-tool release --board), stored as the "
+                        "settings' \"board\": a device that does not know its board refuses board-specific releases")
     p.add_argument("--no-app", action="store_true", help="do not send boot.py and main.py")
     p.add_argument("--app-dir", metavar="DIR", help="where boot.py and main.py are (default: the project root)")
     p.add_argument("--resume", action="store_true",
@@ -37,16 +40,17 @@ def run(args):
 
     out = sys.stderr if args.json else sys.stdout
     # Check every local file before touching the board.
-    deploy.plan("py", None, args.config, args.keys, args.ca, not args.no_app, args.app_dir, board_config={})
+    deploy.plan("py", None, args.config, args.keys, args.ca, not args.no_app, args.app_dir, board_config={},
+                board=args.board)
     if args.mode == "mpy":
         deploy.mpy_cross_version()
     with mpdevice.Board(args.port, resume=args.resume, baud=args.baud) as board:
         name, version, mpy_word, machine, _ = board.implementation()
         if name != "micropython":
             raise ToolError("the board runs %s, not MicroPython" % name)
-        current = remote.read_config(board) if (args.keys or args.ca) and not args.config else None
+        current = remote.read_config(board) if (args.keys or args.ca or args.board) and not args.config else None
         items, arch = deploy.plan(args.mode, mpy_word, args.config, args.keys, args.ca, not args.no_app,
-                                  args.app_dir, board_config=current)
+                                  args.app_dir, board_config=current, board=args.board)
         if not args.no_app and not any(i.what == "app" for i in items):
             print("note: no boot.py or main.py in %s: only the library and settings are sent"
                   % (args.app_dir or deploy.project_root()), file=out)

@@ -16,7 +16,8 @@ def add_arguments(p):
     p.add_argument("--key", action="append", required=True, metavar="KEY.pem", help="signing key (repeat for several signatures)")
     p.add_argument("--passphrase-env", metavar="VAR", help="passphrase of the key(s), from this environment variable")
     p.add_argument("--version", required=True, help="bundle version, MAJOR.MINOR.PATCH[-PRE]")
-    p.add_argument("--root", default="app", help="the app root on the device, e.g. app or lib (default app)")
+    p.add_argument("--root", default="app", help="the app root on the device, one folder name (default app); never "
+                   "lib, where ota-tool deploy puts the updater")
     p.add_argument("--compress", action="store_true", help="also publish zlib artifacts (when smaller)")
     p.add_argument("--requires-firmware", metavar="SPEC", help='firmware versions it runs on, e.g. ">=1.2.0" or ">=1.2.0,<2.0.0"')
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN", help="leave out paths matching this glob (repeatable)")
