@@ -75,11 +75,12 @@ KNOWN_VIOLATIONS = {
     "f:updater_shadowed": "14.7: the guard on lib/ota is case-sensitive (OTA/agent.py)",
     "c:installed_other_board": "14.9: the board check fails open (no board set)",
     # Found by this machine on main after ota.ledger landed (lead):
-    "b:*_below_counter": "14.1/14.8: ota.ledger.confirmed() writes the slot's ok flag before it raises secver: a "
-                         "power cut between them leaves the counter low for good (ota.rollback() then boots an "
-                         "older security version, and lower ones install)",
-    "c:installed_replayed_manifest": "14.2: a manifest signed before the newest one seen is installed when the "
-                                     "newest seen is of an older version (the publisher went back to it)",
+    "b:*_below_counter": "14.1/14.8: ota.ledger.confirmed() sets the slot's ok flag before it raises secver, and "
+                         "returns early once ok is set: a power cut between the two leaves the counter low for "
+                         "good (ota.rollback() then boots an older security version; lower ones install)",
+    "c:installed_replayed_manifest": "14.2: ota.ledger.saw() picks the seen-key to rewrite with `newest is a` (a "
+                                     "dict from another read: never true), so it rewrites s0, the newest copy; a "
+                                     "power cut in that rewrite loses what was seen and a replay installs",
 }
 
 INVARIANTS = {
@@ -176,7 +177,9 @@ VERSIONS = ["1.0.0", "1.0.1", "1.1.0-beta.2", "1.1.0-beta.11", "2.0.0-rc.9", "2.
 # --- the machine
 
 
-POLICY_REASONS = W.POLICY_REASONS + ("wrong_board", "wrong_channel", "wrong_chip")
+# A check that ends in one of these reached the server and decided on the release it offers (an image
+# whose load addresses the bootloader refuses is refused as it streams, before set_boot).
+POLICY_REASONS = W.POLICY_REASONS + ("wrong_board", "wrong_channel", "wrong_chip", "bad_load_address")
 EVENTS = ("installed", "up_to_date", "refused", "failed", "not_now")
 
 
@@ -324,11 +327,12 @@ class StatefulBoard(RuleBasedStateMachine):
             base = self.running if encoding == "delta" else (FACTORY if self.running is not FACTORY
                                                               else s.images.get("3.0.0"))
         doc = dict(s.template(img, "zlib" if encoding.startswith("delta") else encoding, base))
-        doc["artifacts"] = [dict(a) for a in doc["artifacts"]]
-        if encoding == "delta_broken":
-            for a in doc["artifacts"]:
-                if a["encoding"] == "delta":
-                    a["base_sha256"] = self.running.sha  # made against another base
+        for key in ("artifacts", "extra_artifacts"):  # (extra: relocation-aware deltas, ota-tool release)
+            if key in doc:
+                doc[key] = [dict(a) for a in doc[key]]
+                for a in doc[key] if encoding == "delta_broken" else ():
+                    if "base_sha256" in a:
+                        a["base_sha256"] = self.running.sha  # made against another base
         created = self._tick()
         doc.update(version=version, security_version=secver, board=board, channel=channel, created=created,
                    key_id=keys.key_id(signers[0]))
