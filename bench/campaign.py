@@ -1,8 +1,9 @@
-"""The robustness campaign: power loss, network faults, hostile input. Prints markdown tables.
+"""The robustness campaign: power loss, network faults, hostile input, a state machine. Prints tables.
 
     python bench/campaign.py            # the full campaign (tens of minutes; run by hand)
     python bench/campaign.py --quick    # CI-sized: the same scenarios, sampled (tests/campaign runs this)
-    python bench/campaign.py --only power,network,hostile,catalogues  [--json] [--seed N]
+    python bench/campaign.py --only power,network,hostile,catalogues,stateful  [--json] [--seed N]
+    python bench/campaign.py --only stateful --runs 2000 [--steps 20] [--no-shrink]
 
 Power loss (tests/campaign/powercut.py): every flash write and erase (app slots, otadata, NVS,
 littlefs) of each scenario's update life, cut before and half-way; after each cut the board must
@@ -12,6 +13,11 @@ Network (tests/campaign/network.py): randomized fault schedules (fixed seed) bet
 and a faulty mirror, then the network recovers. Hostile input (tests/campaign/hostile.py):
 hypothesis fuzzing of every parser that reads outside bytes, run under CPython, with a sample
 re-run under MicroPython in a device-sized heap; and the hostile catalogues of earlier issues.
+State machine (tests/campaign/stateful.py): issue 14's invariants (a)-(f) checked after every power
+cycle of a hypothesis RuleBasedStateMachine (publish, stage, halt, rotate and revoke keys, app
+bundles, replays, server faults, power cuts, resets, failed self-tests, ota.rollback()); each run
+ends at its first violation; then the first run of each kind of violation is shrunk (rules left out,
+arguments made simpler, while the run still ends at it).
 Exit status 1 when a figure misses its bar (a brick, a wrong image, a crash...).
 """
 import argparse
@@ -24,14 +30,15 @@ import time
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
-from tests.campaign import hostile, network, powercut  # noqa: E402
+from tests.campaign import hostile, network, powercut, stateful  # noqa: E402
 
 SIZES = {  # quick / full
     "network_runs": (16, 200),
     "fuzz_examples": (150, 10_000),
     "mp_samples": (20, 200),
+    "stateful_runs": (100, 2000),
 }
-SECTIONS = ("power", "network", "hostile", "catalogues")
+SECTIONS = ("power", "network", "hostile", "catalogues", "stateful")
 
 
 def log(msg):
@@ -107,6 +114,28 @@ def catalogue_table(rows):
     return "\n".join(lines), all(not c["wrong"] for c in rows)
 
 
+def stateful_table(summary):
+    r = summary.row()
+    inv = r["by_invariant"]
+    lines = ["| runs | steps (rules) | power cycles | violations | %s | time (runs, shrinking) | per 1,000 runs |" % (
+        " | ".join("(%s) %s" % (k, v) for k, v in stateful.INVARIANTS.items())),
+        "|" + "---:|" * (6 + len(stateful.INVARIANTS))]
+    lines.append("| %d | %d | %d | %d | %s | %.0f s, %.0f s | %.0f s |" % (
+        r["runs"], r["steps"], r["power_cycles"], r["violations"], " | ".join(str(inv[k]) for k in stateful.INVARIANTS),
+        r["run_seconds"], r["seconds"] - r["run_seconds"], r["seconds_per_1000_runs"]))
+    if r["by_tag"]:
+        lines.append("\nViolations by kind (runs that ended at it), with the smallest failing sequence found:\n")
+        for tag, n in r["by_tag"].items():
+            pat = next((p for p in stateful.KNOWN_VIOLATIONS if stateful.known(tag, [p])), None)
+            lines.append("- `%s` x%d%s: %s" % (tag, n, " (known: %s)" % stateful.KNOWN_VIOLATIONS[pat] if pat else "",
+                                              r["first"][tag]["message"][:300]))
+            small = r["smallest"].get(tag)
+            if small:
+                lines.append("\n  smallest run found (%d rules):\n\n```\n%s\n-> %s\n```\n" % (
+                    len(small["steps"]), "\n".join(small["steps"]), small["message"]))
+    return "\n".join(lines), r["violations"] == 0
+
+
 def details(title, items):
     items = list(items)
     if items:
@@ -122,6 +151,11 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1, help="seed of every random choice (default 1)")
     ap.add_argument("--workdir", help="keep the simulated devices and repositories here")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--runs", type=int, help="state machine: runs (default %d, --quick %d)" % (
+        SIZES["stateful_runs"][1], SIZES["stateful_runs"][0]))
+    ap.add_argument("--steps", type=int, default=20, help="state machine: rules per run at most (default 20)")
+    ap.add_argument("--no-shrink", action="store_true",
+                    help="state machine: do not shrink each kind of violation's first run to its smallest (faster)")
     args = ap.parse_args(argv)
     q = 0 if args.quick else 1
     only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -180,6 +214,17 @@ def main(argv=None):
             details("catalogue: " + c["catalogue"], c["details"])
         tables.append(("Hostile input: catalogues of earlier issues (%.0f s)" % (time.time() - t), table))
         out["catalogues"] = rows
+    if "stateful" in only:
+        runs = args.runs or SIZES["stateful_runs"][q]
+        log("state machine (%d runs)..." % runs)
+        os.makedirs(os.path.join(work, "stateful"), exist_ok=True)
+        res = stateful.run(os.path.join(work, "stateful"), runs=runs, steps=args.steps,
+                           seed=args.seed,
+                           shrink_found=not (args.no_shrink or args.quick), progress=log)
+        table, good = stateful_table(res)
+        ok = ok and good
+        tables.append(("State machine: issue 14's invariants (%.0f s)" % res.seconds, table))
+        out["stateful"] = res.row()
     out["ok"] = ok
     out["seconds"] = round(time.time() - t0)
     if args.json:
