@@ -24,9 +24,11 @@
 #
 # Timeouts, in ms: connect_timeout for each socket operation of connect + TLS handshake + request;
 # read_timeout when the server sends nothing at all; stall_timeout when bytes arrive but no progress
-# is made: the response head must be complete, and each body.readinto() must deliver a byte, within
-# it (a server dripping a header or a TLS record byte by byte ends as "stalled").
-from .compat import const, ticks_diff, ticks_ms
+# is made: the response head must be complete within it, and the body must deliver min_progress
+# bytes (or its end) for every stall_timeout spent waiting in readinto() (a minimum rate, 546 B/s
+# by default; the caller's own time between reads, a slow patch or flash, does not count): a
+# server dripping a header, a body or a TLS record byte by byte ends as "stalled", not after days.
+from .compat import const, ticks_add, ticks_diff, ticks_ms
 from .compat.net import is_timeout, net_close, net_open, net_quiet, net_readinto, net_send, tls_context, tls_rejected, tls_start
 from .errors import OTAError
 
@@ -158,6 +160,8 @@ class HttpBody:
         self._left = 0  # bytes left in the body (Content-Length) or in the current chunk
         self._allowed = None  # bytes the caller still accepts (max_length), None: no limit
         self._crlf = False  # a CRLF is due after the current chunk's data
+        self._waited = 0  # ms spent waiting for body bytes in the current progress window
+        self._got = 0  # body bytes delivered in it
 
     def _start(self, url, allowed):
         # The head is accepted: the body may deliver at most `allowed` bytes (None: no limit), and
@@ -178,7 +182,8 @@ class HttpBody:
             now = ticks_ms()
             left = f.stall_timeout - ticks_diff(now, since)
             if left <= 0:
-                raise OTAError("stalled", "%s made no progress for %d ms" % (self._where, f.stall_timeout))
+                raise OTAError("stalled", "%s too slow: the response head, or %d bytes of its body, not in %d ms"
+                               % (self._where, f.min_progress, f.stall_timeout))
             wait = f.read_timeout - ticks_diff(now, quiet)
             if wait <= 0:
                 raise OTAError("timeout", "%s sent nothing for %d ms" % (self._where, f.read_timeout))
@@ -316,7 +321,10 @@ class HttpBody:
             size = len(buf)
             if not size:
                 raise OTAError("bad_call", "readinto() needs a non-empty buffer")
-            since = ticks_ms()
+            if self._got >= self._f.min_progress:  # this window's bytes came: the next window starts
+                self._waited = self._got = 0
+            entered = ticks_ms()
+            since = ticks_add(entered, -self._waited)  # the window's waiting so far counts against it
             if self.chunked and not self._left:
                 self._next_chunk(since)
                 if self._state == _DONE:
@@ -339,6 +347,8 @@ class HttpBody:
                     raise OTAError("truncated", "%s closed the connection %d bytes before the end of the %s"
                                    % (self._where, self._left, "chunk" if self.chunked else "body"))
             self._left -= n
+            self._got += n
+            self._waited += ticks_diff(ticks_ms(), entered)
             if self._allowed is not None:
                 self._allowed -= n
             if not self._left and not self.chunked:
@@ -453,7 +463,7 @@ class HttpFetcher:
     def __init__(self, ca=None, cert=None, key=None, allow_http=False,
                  connect_timeout=15000, read_timeout=10000, stall_timeout=30000,
                  max_redirects=3, max_line=1024, max_headers=32, max_header_bytes=8192,
-                 keep_alive=True, idle_timeout=20000):
+                 keep_alive=True, idle_timeout=20000, min_progress=16384):
         self.ca = ca
         self.cert = cert
         self.key = key
@@ -467,6 +477,7 @@ class HttpFetcher:
         self.max_header_bytes = max_header_bytes
         self.keep_alive = keep_alive
         self.idle_timeout = idle_timeout
+        self.min_progress = min_progress
         self._ctx = None
         self._known_url = None  # total and ETag last seen for one URL: a resume must match them
         self._known_total = None

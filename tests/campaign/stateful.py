@@ -60,28 +60,10 @@ from . import world as W
 from .stateful_world import (FACTORY, FAULTS, KEYS, KIDS, PUBS, ROGUE, Doc, Session, View, device_trust, document,
                              key_id, power_cycle, read_files, sim)
 
-# --- Violations the library is known to have on main today (issue 14 items not fixed yet), by tag
-# pattern (fnmatch). The CI sample (tests/campaign/test_stateful.py) prints these and fails on any
-# other. DELETE A LINE when the fix of its item lands on main: the sample then fails while the hole
-# is still there. (Items 1, 2, 6, 8, 10, 11 landed with ota.ledger: none of theirs is listed.)
-KNOWN_VIOLATIONS = {
-    "c:key_list_refused_installed": "14.3 a/b: a key list no unrevoked key set can meet, or one key twice",
-    "a:no_decision:bad_key": "14.3 c: a listed key that does not decode fails every check",
-    "c:installed_untrusted_manifest": "14.3 d: an upper-case revocation is ignored",
-    "e:sleep_over_bound": "14.4: Retry-After is not clamped by retry_max",
-    "c:installed_older_version": "14.5: pre-release order (2.0.0-rc.9 installed over rc.10)",
-    "a:not_installed:downgrade": "14.5: pre-release order (2.0.0-rc.10 refused as older than rc.9)",
-    "f:updater_missing": "14.7: a bundle rooted at lib: a power cut in its switch leaves no lib/ota",
-    "f:updater_shadowed": "14.7: the guard on lib/ota is case-sensitive (OTA/agent.py)",
-    "c:installed_other_board": "14.9: the board check fails open (no board set)",
-    # Found by this machine on main after ota.ledger landed (lead):
-    "b:*_below_counter": "14.1/14.8: ota.ledger.confirmed() sets the slot's ok flag before it raises secver, and "
-                         "returns early once ok is set: a power cut between the two leaves the counter low for "
-                         "good (ota.rollback() then boots an older security version; lower ones install)",
-    "c:installed_replayed_manifest": "14.2: ota.ledger.saw() picks the seen-key to rewrite with `newest is a` (a "
-                                     "dict from another read: never true), so it rewrites s0, the newest copy; a "
-                                     "power cut in that rewrite loses what was seen and a replay installs",
-}
+# --- Violations the library is known to have on main, by tag pattern (fnmatch). The CI sample
+# (tests/campaign/test_stateful.py) prints these and fails on any other. Issue 14's items all landed:
+# none is listed. Add a line only for a hole found and not fixed yet, with its item.
+KNOWN_VIOLATIONS = {}
 
 INVARIANTS = {
     "a": "boots and reaches the server",

@@ -40,7 +40,7 @@ def sha(data):
 # --- the runner: the same code under both interpreters; one fetcher per case, results as lines
 
 RUNNER = r"""
-import gc, json, hashlib, binascii
+import gc, json, hashlib, binascii, time
 from ota.http import HttpFetcher
 from ota.errors import OTAError
 from ota.compat import ticks_ms, ticks_diff
@@ -80,6 +80,8 @@ def run_cases(cases_path):
                         break
                     h.update(buf if n == len(buf) else memoryview(buf)[:n])
                     got += n
+                    if c["pause"]:
+                        time.sleep(c["pause"])  # a slow consumer (flash, a patch): not the server's time
                 res = "OK\t%d\t%s\t%d\t%s" % (b.offset, b.total, got, binascii.hexlify(h.digest()).decode())
             finally:
                 b.close()
@@ -107,7 +109,7 @@ def run_micropython(mp, cases_path, heap="64k"):
 
 class Case:
     def __init__(self, name, expect, body=None, offset=0, total=None, reasons=(), path=None, req_offset=0,
-                 max_length=100000, etag=None, prime=None, buf=512, server="faulty"):
+                 max_length=100000, etag=None, prime=None, buf=512, server="faulty", pause=0):
         self.name = name
         self.expect = expect  # "ok", "err" or "either"
         self.body = body
@@ -121,6 +123,7 @@ class Case:
         self.prime = prime
         self.buf = buf
         self.server = server
+        self.pause = pause
         self.retry_after = "None"
 
 
@@ -130,7 +133,7 @@ def write_cases(path, cases, servers):
             s = servers[c.server]
             f.write(json.dumps({
                 "name": c.name, "base": s["url"], "path": c.path, "offset": c.req_offset, "max": c.max_length,
-                "etag": c.etag, "prime": c.prime, "buf": c.buf, "ca": s.get("ca"), "cert": s.get("cert"),
+                "etag": c.etag, "prime": c.prime, "buf": c.buf, "pause": c.pause, "ca": s.get("ca"), "cert": s.get("cert"),
                 "key": s.get("key"), "allow_http": s.get("allow_http", False), "connect_ms": CONNECT_MS,
                 "read_ms": READ_MS, "stall_ms": STALL_MS,
             }) + "\n")
@@ -279,6 +282,15 @@ def build_scenarios(server):
         conn.drip(CL_RESPONSE[:200], piece=1, delay=0.1)
         conn.close()
     add("head_drip", head_drip, "err", reasons={"stalled"})
+
+    def body_drip(conn, req):
+        # whole TLS records, each within the read timeout, too few bytes for the minimum rate
+        conn.send(CL_RESPONSE[:400])
+        conn.drip(CL_RESPONSE[400:], piece=20, delay=0.2)
+        conn.close()
+    add("body_drip", body_drip, "err", reasons={"stalled"})
+    # the caller's own time between reads (3 s in all, twice the stall timeout) is not the server's
+    add("slow_consumer", _send_close(CL_RESPONSE), "ok", body=BODY, offset=0, pause=0.5)
 
     def tls_drip(conn, req):
         conn.send(CL_RESPONSE[:400])
