@@ -161,7 +161,9 @@ VERSIONS = ["1.0.0", "1.0.1", "1.1.0-beta.2", "1.1.0-beta.11", "2.0.0-rc.9", "2.
 
 # A check that ends in one of these reached the server and decided on the release it offers (an image
 # whose load addresses the bootloader refuses is refused as it streams, before set_boot).
-POLICY_REASONS = W.POLICY_REASONS + ("wrong_board", "wrong_channel", "wrong_chip", "bad_load_address")
+# artifact_held: the board's own decision not to fetch again, so soon, an artifact that failed after it was
+# written here (flash wear, issue 14); a release the board must install is still judged by (a)'s second rule.
+POLICY_REASONS = W.POLICY_REASONS + ("wrong_board", "wrong_channel", "wrong_chip", "bad_load_address", "artifact_held")
 EVENTS = ("installed", "up_to_date", "refused", "failed", "not_now")
 
 
