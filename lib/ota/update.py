@@ -387,6 +387,9 @@ def _install_artifact(fetcher, manifest_url, m, run, art, base_len, progress, bu
                 restarted = True
                 resume, etag = 0, None
                 continue
+            if raw and e.reason == "hash_mismatch" and checked is not None and checked.sha256 is None:
+                # install() hashed the artifact for both (one SHA-256, see _pipeline): name what failed
+                e = OTAError("artifact_hash_mismatch", "the downloaded artifact is not the signed one")
             attempt += 1
             network = e.reason in _RESUMABLE or e.reason.startswith("http_5")
             if not network:
