@@ -148,9 +148,12 @@ def confirm(self_test=None):
 
 def _may_run_again(part):
     # ota.ledger's rule: a confirmed release not below the counter; before any counter, an image
-    # with no record (flashed by cable) too.
+    # with no record that no install wrote (flashed by cable) too.
     rec = ledger.release(part)
     counter = ledger.security_counter()
+    if rec is None and ledger.unverified(part):
+        raise OTAError("no_rollback_target", "the image in %s was written by an install that did not finish"
+                       % slot.label(part))
     if rec is not None and not rec.get("ok"):
         raise OTAError("no_rollback_target", "the image in %s never confirmed itself here" % slot.label(part))
     if counter and (rec is None or rec.get("security_version", 0) < counter):
@@ -184,7 +187,7 @@ def reconcile(run=None, confirmed_now=False, at_boot=False):
         st = otadata.slot_state(ents, slot.ota_index(part), len(slots)) if ents else None
         selected = slot.same(boot, part)  # set_boot happened: only then can it be the boot choice
         if not rec["bootable"] and not selected:
-            ledger.drop(part)  # a cut before set_boot (or before it was noted): not a failure
+            ledger.forget(part)  # a cut before set_boot (or before it was noted): not a failure
         elif st in (otadata.ABORTED, otadata.INVALID):
             # Rolled back by the bootloader: the image reset before it confirmed itself (a crash,
             # a watchdog, a power cut in its first boot). That counts against it, or a release that
