@@ -438,6 +438,8 @@ class HttpBody:
 def _net_error(e, where):
     if isinstance(e, OTAError):
         return e
+    if tls_rejected(e):  # MicroPython: the handshake runs in the first send (compat.net)
+        return OTAError("tls_verify", "certificate of %s rejected: %s" % (where, str(e).strip()))
     if is_timeout(e):
         return OTAError("timeout", "%s did not answer in time" % where)
     return OTAError("network", "%s: %s %s" % (where, type(e).__name__, e))

@@ -218,6 +218,8 @@ class Client:
             raise
         except Exception as e:
             self.close()
+            if tls_rejected(e):  # MicroPython: the handshake runs in the first send (compat.net)
+                raise OTAError("tls_verify", "certificate of the push broker rejected: %s" % e)
             raise OTAError("push_lost", "push broker connection lost while sending: %s" % e)
         self._last_send = ticks_ms()
 

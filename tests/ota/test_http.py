@@ -13,6 +13,7 @@ import json
 import os
 import random
 import socket
+import threading
 import time
 
 import pytest
@@ -496,6 +497,37 @@ def tls_servers(pki):
     black.bind(("127.0.0.1", 0))
     black.listen(8)
     servers["blackhole"] = {"url": "https://127.0.0.1:%d/" % black.getsockname()[1], "ca": ca}
+    # reads the ClientHello, announces a 16 KiB handshake record and drips it, a byte every 0.3 s
+    # (inside every per-operation timeout): mbedTLS's blocking handshake would take 80 minutes
+    dripper = socket.socket()
+    dripper.bind(("127.0.0.1", 0))
+    dripper.listen(8)
+    dripping = threading.Event()
+
+    def drip_handshakes():
+        dripper.settimeout(0.2)
+        while not dripping.is_set():
+            try:
+                c, _ = dripper.accept()
+            except OSError:
+                continue
+            threading.Thread(target=drip_one, args=(c,), daemon=True).start()
+
+    def drip_one(c):
+        try:
+            c.settimeout(5)
+            c.recv(4096)
+            c.sendall(b"\x16\x03\x03\x40\x00")
+            for _ in range(40):
+                if dripping.wait(0.3):
+                    break
+                c.sendall(b"\x00")
+        except OSError:
+            pass
+        finally:
+            c.close()
+    threading.Thread(target=drip_handshakes, daemon=True).start()
+    servers["dripper"] = {"url": "https://127.0.0.1:%d/" % dripper.getsockname()[1], "ca": ca}
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     servers["refused"] = {"url": "https://127.0.0.1:%d/" % closed.getsockname()[1], "ca": ca}
@@ -515,6 +547,7 @@ def tls_servers(pki):
         # TLS 1.2 (mbedTLS) fails in the handshake; TLS 1.3 (OpenSSL) on the first read
         Case("tls_mtls_nocert", "err", reasons={"tls", "network", "truncated"}, server="mtls_nocert", path="ok"),
         Case("tls_handshake_stall", "err", reasons={"timeout"}, server="blackhole", path="ok"),
+        Case("tls_handshake_drip", "err", reasons={"timeout"}, server="dripper", path="ok"),
         Case("tls_refused", "err", reasons={"connect"}, server="refused", path="ok"),
         Case("tls_plain_refused", "err", reasons={"insecure"}, server="plain_refused", path="ok"),
     ]
@@ -522,6 +555,8 @@ def tls_servers(pki):
     for s in started:
         s.stop()
     black.close()
+    dripping.set()
+    dripper.close()
 
 
 def _run(interp, mp, tmp_path, cases, servers, batch=1000):

@@ -1,5 +1,5 @@
 # Sockets and TLS (used by ota/http.py and ota/push.py).
-from . import ENOMEM, ETIMEDOUT, MICROPYTHON
+from . import ENOMEM, ETIMEDOUT, MICROPYTHON, ticks_diff, ticks_ms
 
 # http.py and push.py reach the network only through the functions below. What differs:
 # - MicroPython's TLS socket is a stream (read/readinto/write). A blocking readinto() fills the
@@ -12,6 +12,13 @@ from . import ENOMEM, ETIMEDOUT, MICROPYTHON
 # - After the first net_readinto a MicroPython socket is non-blocking, so a later write (the next
 #   request on a kept HTTP connection, an MQTT packet) may take part of the data or none: net_send
 #   waits for room with poll. CPython's socket keeps its timeout: sendall.
+# - The TLS handshake. mbedTLS's blocking handshake (modtls_mbedtls.c, ssl_socket_make_new with
+#   do_handshake_on_connect) reads with the socket's timeout per read: a peer sending a byte just
+#   inside it holds the handshake for days, before any certificate is checked. So on MicroPython
+#   tls_start only wraps the socket, non-blocking (do_handshake_on_connect=False), and the handshake
+#   runs inside the first net_send (mbedtls_ssl_write does it first), under that call's one deadline;
+#   a certificate refused there raises as in a blocking handshake (ssl_check_async_handshake_failure:
+#   ValueError). CPython's do_handshake honours the socket timeout as one deadline.
 # The CPython half is in compat/_net_cpython.py, which a device never loads.
 # A connection is a list [socket, poller, raw_socket] so the poller is made once per connection.
 import socket as _socket
@@ -56,16 +63,19 @@ if MICROPYTHON:
                 done += n
             return
         waiter = None
+        start = ticks_ms()
         while done < len(data):
-            n = s.write(view[done:])
+            n = s.write(view[done:])  # on a new TLS connection, a step of the handshake first
             if n:
                 done += n
                 continue
+            left = timeout_ms - ticks_diff(ticks_ms(), start)  # one deadline for the whole call
+            if left <= 0:
+                raise OSError(_ETIMEDOUT)
             if waiter is None:
                 waiter = _select.poll()
-                waiter.register(s, _select.POLLOUT)
-            if not waiter.poll(timeout_ms):
-                raise OSError(_ETIMEDOUT)
+                waiter.register(s, _select.POLLOUT)  # also when the handshake waits to read (poll_mask)
+            waiter.poll(left)
 
     def net_readinto(conn, buf, nbytes, timeout_ms):
         """Read at most nbytes into buf[0:]: n > 0 bytes, 0 at the end of the stream, None when
@@ -102,8 +112,21 @@ if MICROPYTHON:
         # mbedTLS reports a failed certificate verification (CA, name, dates) as ValueError.
         return isinstance(e, ValueError)
 
+    def _wrap(conn, ctx, host):
+        raw = conn[2]
+        raw.setblocking(False)
+        s = ctx.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False)
+        poller = _select.poll()
+        poller.register(s, _select.POLLIN)
+        conn[0] = s
+        conn[1] = poller
+
 else:
     from ._net_cpython import _check_dates, _client_cert, _tls_context, is_timeout, net_quiet, net_readinto, net_send, tls_rejected  # noqa: F401
+
+    def _wrap(conn, ctx, host):
+        conn[0] = ctx.wrap_socket(conn[2], server_hostname=host)  # the handshake, one deadline
+        _check_dates(conn[0])
 
 
 def tls_context(ca, cert=None, key=None):
@@ -144,18 +167,18 @@ def _out_of_memory(e):
 
 
 def tls_start(conn, ctx, host):
-    """TLS handshake on a fresh connection (same timeout as the connect); the name is always sent
-    (SNI) and checked against the certificate."""
+    """TLS on a fresh connection; the name is always sent (SNI) and checked against the
+    certificate. CPython: the handshake, within the connect timeout. MicroPython: the handshake
+    comes with the first net_send, within that call's timeout (see above): its failures
+    (tls_rejected, is_timeout) are raised there."""
     try:
         stack = _stack()
         if stack is not None:
             stack.tls(conn[2])
-        conn[0] = ctx.wrap_socket(conn[2], server_hostname=host)
+        _wrap(conn, ctx, host)
     except OSError as e:
         _out_of_memory(e)
         raise
-    if not MICROPYTHON:
-        _check_dates(conn[0])
 
 
 def net_close(conn):
