@@ -27,6 +27,29 @@ SERVER_CHECK_TRIES = 3
 UNDECIDED_BOOTS = 3
 
 
+def _time_box(fetcher):
+    # While the probation watchdog runs (ota.probation), the server check must end before it
+    # fires: cut off by it, the check would pass for the release's own failure (a reset), where a
+    # network too slow to answer is excused (see _rollback).
+    import sys
+
+    probation = sys.modules.get("ota.probation")  # loaded by boot.py when it armed the watchdog
+    left = probation.time_left() if probation is not None else None
+    if left is not None:
+        from .compat import ticks_add, ticks_ms
+
+        fetcher.deadline = ticks_add(ticks_ms(), left if left > 0 else 0)
+
+
+def _time_for(fetcher, ms):
+    # Whether a wait of ms leaves time before the fetcher's deadline (see _time_box).
+    if fetcher.deadline is None:
+        return True
+    from .compat import ticks_diff, ticks_ms
+
+    return ticks_diff(fetcher.deadline, ticks_ms()) > ms
+
+
 def _transient(reason):
     return reason in _TRANSIENT or reason.startswith("http_5")
 
@@ -257,6 +280,9 @@ class Agent:
         if why:
             self.log("not_now", reason=why)
             return "not_now"
+        event = self._judge_undecided()
+        if event is not None:
+            return event
         buf, room = update.reserve()
         fetcher = trust = None
         try:
@@ -407,15 +433,21 @@ class Agent:
                     clock.ensure(self.cfg["ntp"])
                 except OTAError as e:
                     return None, str(e)
-            for i in range(tries):
-                try:
-                    update.fetch_verified(self._fetcher(self.cfg), self.cfg["source"],
-                                          self._trust(self.cfg) if self.cfg["verify"] else None)
-                    break
-                except OTAError as e:
-                    if i + 1 == tries or not _transient(e.reason):
-                        raise
-                    sleep_ms(1000 << i)
+            fetcher = self._fetcher(self.cfg) if tries else None
+            fetcher is None or _time_box(fetcher)
+            try:
+                for i in range(tries):
+                    try:
+                        update.fetch_verified(fetcher, self.cfg["source"],
+                                              self._trust(self.cfg) if self.cfg["verify"] else None)
+                        break
+                    except OTAError as e:
+                        if i + 1 == tries or not _transient(e.reason) or not _time_for(fetcher, 1000 << i):
+                            raise
+                        sleep_ms(1000 << i)
+            finally:
+                if fetcher is not None:
+                    fetcher.deadline = None
         except OTAError as e:
             return False, "update server check failed: %s" % e
         except Exception as e:
@@ -476,10 +508,12 @@ class Agent:
         st = bootstate.running_state(run)
         probe = ledger.probe(run)
         fresh = st in (otadata.PENDING_VERIFY, otadata.NEW, otadata.UNDEFINED)
-        if fresh and limit > 1:
+        if fresh and (limit > 1 or st != otadata.PENDING_VERIFY):
             # Take over from ESP-IDF's single-shot rollback (one brownout would roll back a good
-            # image): count boots ourselves. The counter is written before the bootloader's
-            # rollback is cancelled, so a power cut between the two still rolls back.
+            # image), or stand in for it (NEW or UNDEFINED at run time: a bootloader without app
+            # rollback boots this image again after any reset): count boots ourselves. The counter
+            # is written before the bootloader's rollback is cancelled, so a power cut between the
+            # two still rolls back.
             if probe is None:
                 probe = {"slot": slot.label(run), "tries": 0}
                 ledger.set_probe(probe)
@@ -554,6 +588,29 @@ class Agent:
             ledger.set_probe(probe)
         self.log("unconfirmed", reason=why[:120])
         return probe
+
+    def _judge_undecided(self):
+        # An image its boot could not judge (no clock then) is judged at the first check that can:
+        # nothing may install over its way back before (install.check_can_install), and a board
+        # that does not reboot for months must not stay without updates. None: go on with the check.
+        run = slot.running()
+        probe = ledger.probe(run)
+        if probe is None or not probe.get("undecided"):
+            return None
+        ok, why = self._self_test_ok()
+        if ok is None:
+            return self._refused(OTAError("clock_unset", "the running image is not judged yet: %s" % why))
+        if not ok:
+            if not self._rollback(why, why.startswith("self-test")):  # resets when it rolls back
+                probe["undecided"] = 0  # judged: kept only because it has nothing to go back to
+                ledger.set_probe(probe)
+                self._keep_unconfirmed(run, probe, why)
+                return "failed"
+            return None  # not reached
+        ledger.set_probe(None)
+        self._settle(run, True)
+        self.report("confirmed", running_version=self._running_version(), boot_attempts=probe["tries"])
+        return None
 
     def _keep_unconfirmed(self, run, probe, why):
         # It failed and there is nothing it may go back to: it keeps running, on probation (judged

@@ -11,6 +11,7 @@ from . import ledger, otadata, slot
 from .errors import OTAError
 
 _ERR_NOT_FOUND = -261  # ESP_ERR_NOT_FOUND: no otadata partition, no rollback support
+_WAITING = (otadata.PENDING_VERIFY, otadata.NEW, otadata.UNDEFINED)
 
 
 def running_state(run=None):
@@ -27,6 +28,26 @@ def running_state(run=None):
 
 def pending_verify():
     return running_state() == otadata.PENDING_VERIFY
+
+
+def unconfirmed(run=None):
+    """True while the running image waits for its confirmation: ESP-IDF's PENDING_VERIFY (NEW or
+    UNDEFINED at run time: a bootloader without app rollback never made it PENDING_VERIFY), or the
+    agent's own boot counter (ota.ledger.probe), which cancels ESP-IDF's rollback to count boots
+    itself (boot_retry_limit > 1, a boot with no clock, an old bootloader)."""
+    run = run or slot.running()
+    return running_state(run) in _WAITING or ledger.probe(run) is not None
+
+
+def way_back(run=None):
+    """The image this one may roll back to (see rollback()), or None."""
+    prev = _target(run or slot.running())[0]
+    if prev is not None:
+        try:
+            _may_run_again(prev)
+        except OTAError:
+            return None
+    return prev
 
 
 def previous_slot(run=None):
@@ -92,8 +113,10 @@ def confirm(self_test=None):
     "no_rollback" (the bootloader has no app rollback: nothing to confirm). A self-test that fails
     or raises rolls back (does not return). BaseExceptions (a reset) pass through untouched.
     """
-    st = running_state()
-    if st not in (otadata.PENDING_VERIFY, otadata.NEW, otadata.UNDEFINED):
+    run = slot.running()
+    st = running_state(run)
+    probe = ledger.probe(run)  # the agent counts boots itself: on probation though otadata says VALID
+    if st not in _WAITING and probe is None:
         reconcile(confirmed_now=True)
         return "already_valid"
     ok = True
@@ -104,7 +127,7 @@ def confirm(self_test=None):
         except Exception as e:
             ok = False
             why = "self-test raised %r" % (e,)
-    if st in (otadata.PENDING_VERIFY, otadata.UNDEFINED, otadata.NEW):
+    if st in _WAITING:
         # NEW at run time: the firmware asked for rollback, the bootloader (flashed with the board,
         # never updated over the air) was built without it and never made it PENDING_VERIFY
         ledger.rollback_support_seen(1 if st == otadata.PENDING_VERIFY else 2 if st == otadata.NEW else 0)
@@ -113,18 +136,24 @@ def confirm(self_test=None):
     try:
         esp32.Partition.mark_app_valid_cancel_rollback()
     except OSError as e:
-        if e.args and e.args[0] == _ERR_NOT_FOUND:
+        if not (e.args and e.args[0] == _ERR_NOT_FOUND):
+            raise OTAError("confirm_failed", "mark_app_valid_cancel_rollback failed: %s" % e)
+        if probe is None:
             return "no_rollback"
-        raise OTAError("confirm_failed", "mark_app_valid_cancel_rollback failed: %s" % e)
-    reconcile(confirmed_now=True)
+    if probe is not None:
+        ledger.set_probe(None)  # the agent's own count ends (as in Agent.boot: before the record)
+    reconcile(run, confirmed_now=True)
     return "confirmed"
 
 
 def _may_run_again(part):
     # ota.ledger's rule: a confirmed release not below the counter; before any counter, an image
-    # with no record (flashed by cable) too.
+    # with no record that no install wrote (flashed by cable) too.
     rec = ledger.release(part)
     counter = ledger.security_counter()
+    if rec is None and ledger.unverified(part):
+        raise OTAError("no_rollback_target", "the image in %s was written by an install that did not finish"
+                       % slot.label(part))
     if rec is not None and not rec.get("ok"):
         raise OTAError("no_rollback_target", "the image in %s never confirmed itself here" % slot.label(part))
     if counter and (rec is None or rec.get("security_version", 0) < counter):
@@ -158,7 +187,7 @@ def reconcile(run=None, confirmed_now=False, at_boot=False):
         st = otadata.slot_state(ents, slot.ota_index(part), len(slots)) if ents else None
         selected = slot.same(boot, part)  # set_boot happened: only then can it be the boot choice
         if not rec["bootable"] and not selected:
-            ledger.drop(part)  # a cut before set_boot (or before it was noted): not a failure
+            ledger.forget(part)  # a cut before set_boot (or before it was noted): not a failure
         elif st in (otadata.ABORTED, otadata.INVALID):
             # Rolled back by the bootloader: the image reset before it confirmed itself (a crash,
             # a watchdog, a power cut in its first boot). That counts against it, or a release that

@@ -187,8 +187,12 @@ class HttpBody:
             wait = f.read_timeout - ticks_diff(now, quiet)
             if wait <= 0:
                 raise OTAError("timeout", "%s sent nothing for %d ms" % (self._where, f.read_timeout))
+            if wait > left:
+                wait = left
+            if f.deadline is not None:
+                wait = f._budget(wait)
             try:
-                n = net_readinto(self._conn, buf, nbytes, wait if wait < left else left)
+                n = net_readinto(self._conn, buf, nbytes, wait)
             except MemoryError:
                 raise
             except Exception as e:
@@ -480,11 +484,21 @@ class HttpFetcher:
         self.keep_alive = keep_alive
         self.idle_timeout = idle_timeout
         self.min_progress = min_progress
+        self.deadline = None  # ticks_ms by which every request must be done (a caller's time box), or None
         self._ctx = None
         self._known_url = None  # total and ETag last seen for one URL: a resume must match them
         self._known_total = None
         self._kept = None  # (connection, where, ticks when kept): the connection kept open
         self._spare = None  # the line buffer of the last closed response, for the next one
+
+    def _budget(self, ms):
+        # ms, cut to what is left before the deadline; past it, a timeout
+        if self.deadline is None:
+            return ms
+        left = ticks_diff(self.deadline, ticks_ms())
+        if left <= 0:
+            raise OTAError("timeout", "out of time: the caller's time for these requests is up")
+        return ms if ms < left else left
 
     def close(self):
         """Close the connection kept open, if any, and let the line buffer go: the fetcher holds
@@ -533,9 +547,9 @@ class HttpFetcher:
                 conn = self._connect(host, port, where, ctx)
             body = HttpBody(self, conn, where)
             try:
-                net_send(conn, req, self.connect_timeout)
+                net_send(conn, req, self._budget(self.connect_timeout))
                 if data:
-                    net_send(conn, data, self.connect_timeout)
+                    net_send(conn, data, self._budget(self.connect_timeout))
                 body._read_head(ticks_ms())
                 return body
             except BaseException as e:
@@ -548,8 +562,9 @@ class HttpFetcher:
                 conn = None  # the server closed the kept connection before answering: once more, anew
 
     def _connect(self, host, port, where, ctx):
+        timeout = self._budget(self.connect_timeout)
         try:
-            conn = net_open(host, port, self.connect_timeout)
+            conn = net_open(host, port, timeout)
         except MemoryError:
             raise
         except Exception as e:

@@ -37,6 +37,15 @@ def _read_full(source, mv, want):
     return got
 
 
+def _counting(run):
+    # ota.ledger.probe without loading ota.ledger: an "probe" i32 for this OTA slot ((index + 1) << 16)
+    from . import state
+
+    v = state.get_int("probe")
+    i = slot.ota_index(run)
+    return v is not None and i is not None and v >> 16 == i + 1
+
+
 def check_can_install(run=None):
     """Refuse to start when installing would destroy the way back. Returns (running, target)."""
     run = run or slot.running()
@@ -45,10 +54,17 @@ def check_can_install(run=None):
     if ents is not None:
         i = slot.ota_index(run)
         n = len(slot.ota_slots())
-        if i is not None and otadata.slot_state(ents, i, n) == otadata.PENDING_VERIFY:
-            # The target slot holds the image we would roll back to (ESP-IDF's esp_ota_begin refuses too).
-            raise OTAError("pending_verify", "the running image is not confirmed yet: call ota.confirm() "
-                           "before installing another update")
+        st = otadata.slot_state(ents, i, n) if i is not None else None
+        if st == otadata.PENDING_VERIFY or st == otadata.NEW or st == otadata.UNDEFINED or _counting(run):
+            # On probation (bootstate.unconfirmed): the target slot holds the image it would roll back
+            # to. ESP-IDF's esp_ota_begin refuses PENDING_VERIFY; the agent's own boot count (which
+            # cancelled that state) and an old bootloader's NEW are the same case. An image kept
+            # with no way back (it failed, nothing it may return to) may be replaced by a fix.
+            from . import bootstate
+
+            if st == otadata.PENDING_VERIFY or bootstate.way_back(run) is not None:
+                raise OTAError("pending_verify", "the running image is not confirmed yet: call ota.confirm() "
+                               "before installing another update")
     if slot.same(slot.boot(), target):
         raise OTAError("reboot_pending", "an update is already installed in %s and boots at the next "
                        "reset: reset first" % slot.label(target))

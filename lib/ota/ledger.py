@@ -13,20 +13,22 @@
 #                      "keys", "elf": the image's ELF SHA-256 prefix}
 #   f0, f1, ff  i32   its flags: 4 "bootable" once set_boot chose it, 1 "ok" once it confirmed
 #                     itself here, 2 "judged" once its failure was counted
-#         forget()    erased before the first block of another image is written into the slot
+#         forget()    erased before the first block of another image is written into the slot,
+#                     whose flags say "written" (8): unverified, no rollback target, until staged()
 #         staged()    written once the image is verified in the slot, BEFORE set_boot
 #         bootable()  after set_boot
 #         confirmed() the counter raised to its security version, then ok = 1, after the image
 #                     passed its self-test
 #         failed()    judged = 1 (one failure counted in "bad" unless excused); the record stays: it
 #                     names what the slot holds, and an unconfirmed record is no rollback target
-#         drop()      at boot, by ota.bootstate.reconcile, which applies the bootloader's verdict:
-#                     a record whose slot never became bootable (a cut before set_boot, or
-#                     before bootable()) is dropped (no failure); one the bootloader aborted or refused is failed()
-#                     (a refused one also points the boot back at the running slot); a record whose
-#                     slot holds another build now (flashed by cable) is dropped
+#         at boot, ota.bootstate.reconcile applies the bootloader's verdict: a record whose slot
+#                     never became bootable (a cut before set_boot, or before bootable()) is
+#                     forgotten (no failure); one the bootloader aborted or refused is failed() (a
+#                     refused one also points the boot back at the running slot); a record whose
+#                     slot holds another build now (flashed by cable) is dropped (drop())
 # A slot may run again (ota.rollback) only when its record is a confirmed release not below the
-# counter, or, before any counter, when it has no record (a board flashed by cable).
+# counter, or, before any counter, when it has no record and no install wrote it (a board flashed
+# by cable).
 #   secver i32  anti-rollback counter: the highest security_version confirmed here
 #   rb     i32  once seen: 1 the bootloader has app rollback, 0 the firmware not, 2 an old bootloader
 #   bad    blob image SHA-256, version and failure counts (own "n", network-excused "x") of the last
@@ -78,6 +80,7 @@ def _elf(part):
 _OK = const(1)
 _JUDGED = const(2)
 _BOOTABLE = const(4)
+_WRITTEN = const(8)  # an install here wrote into the slot: with no record, what it holds is unverified
 
 
 def raw(part):
@@ -127,14 +130,25 @@ def running_version(run=None, desc=None):
 
 
 def forget(part):
-    """Before the first write into `part`: what it held is no longer there. (ota.install_image,
-    the low-level writer, does not load the ledger: a record it leaves names another build than the
-    slot then holds, which release() and bootstate.reconcile() see by the ELF SHA-256.)"""
+    """Before the first write into `part`: what it held is no longer there, and until staged()
+    names what it holds then, it is no image to go back to (a download that stopped, a mirror's
+    other bytes: unverified). (ota.install_image, the low-level writer, does not load the ledger: a
+    record it leaves names another build than the slot then holds, which release() and
+    bootstate.reconcile() see by the ELF SHA-256.)"""
+    if state.get_int(_key(part, "f")) != _WRITTEN:
+        state.set_int(_key(part, "f"), _WRITTEN)  # the flags first: a cut between leaves a record not ok
+    state.erase(_key(part))
+
+
+def drop(part):
+    """At boot: the slot's record names another build than it holds (flashed by cable since)."""
     state.erase(_key(part, "f"))  # the flags first: a cut between leaves an unconfirmed record
     state.erase(_key(part))
 
 
-drop = forget  # at boot: the slot's record no longer names a release that may boot
+def unverified(part):
+    """Whether `part` holds what an install here wrote and never verified (see forget())."""
+    return state.get_json(_key(part)) is None and state.get_int(_key(part, "f"), 0) & _WRITTEN != 0
 
 
 def stale(part, rec):

@@ -15,16 +15,20 @@
 #              watchdog of its own calls machine.WDT(timeout=...) and feeds it (the same watchdog).
 import machine
 
+from .compat import ticks_diff, ticks_ms
+
 DEFAULT_S = 300  # when the settings cannot be read: longer than any self-test with its retries
 LONGEST_MS = 0x7FFFFFFF
+_armed = None  # (ticks_ms, timeout ms) when start() armed the watchdog; boot.py and main.py share it
 
 
 def on_probation():
-    """True while the running image waits for its confirmation: ESP-IDF's PENDING_VERIFY, or the
-    agent's own boot counter (boot_retry_limit > 1) runs for this slot."""
-    from . import bootstate, ledger, slot
+    """True while the running image waits for its confirmation (ota.bootstate.unconfirmed:
+    ESP-IDF's PENDING_VERIFY, NEW under a bootloader without app rollback, or the agent's own boot
+    counter for this slot)."""
+    from . import bootstate
 
-    return bootstate.pending_verify() or ledger.probe(slot.running()) is not None
+    return bootstate.unconfirmed()
 
 
 def start():
@@ -40,10 +44,24 @@ def start():
         seconds = DEFAULT_S
     if not seconds:
         return 0
+    global _armed
     machine.WDT(timeout=seconds * 1000)
+    _armed = (ticks_ms(), seconds * 1000)
     return seconds * 1000
+
+
+def time_left():
+    """ms left of three quarters of the period of the watchdog start() armed (nothing feeds it
+    during probation; the last quarter is for a rollback to be written), or None. The agent's
+    first-boot server check ends by then: a reset in the middle of that check would pass for the
+    release's own failure, where a network too slow to answer must not count."""
+    if _armed is None:
+        return None
+    return _armed[1] - (_armed[1] >> 2) - ticks_diff(ticks_ms(), _armed[0])
 
 
 def end():
     """The image confirmed itself: the watchdog goes to its longest timeout."""
+    global _armed
     machine.WDT(timeout=LONGEST_MS)
+    _armed = None

@@ -309,7 +309,9 @@ def install_release(fetcher, manifest_url, m, progress=None, buf=None, room=None
 # Failures that say nothing against an artifact (the network, the device's state): no fallback.
 _NOT_THE_ARTIFACT = _RESUMABLE + ("timeout", "tls", "tls_verify", "dns", "insecure", "no_ca", "bad_ca",
                                   "pending_verify", "reboot_pending", "no_ota_partition", "flash_error",
-                                  "flash_verify_failed", "too_large")
+                                  "flash_verify_failed", "too_large",
+                                  # a resume the server's replicas did not follow (ETags that differ)
+                                  "range_mismatch", "range_not_satisfiable", "bad_resume")
 # A resume that does not fit what the server or the slot holds now: start again from zero, once.
 _RESUME_BROKEN = ("range_mismatch", "range_not_satisfiable", "bad_resume", "hash_mismatch", "bad_image",
                   "length_mismatch")

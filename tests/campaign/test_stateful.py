@@ -113,3 +113,33 @@ def test_reference_key_lists():
     assert stateful.judge_key_list(trust, doc([0, "AAAA"]))[0] == "refuse"  # a key that does not decode
     verdict, new = stateful.judge_key_list(trust, doc([0, 1], revoked=[k[0].upper()]))
     assert verdict == "either" and new.revoked == {k[0]} and not new.accepts([k[0]]) and new.accepts([k[1]])
+
+
+# --- runs the full campaign (2,000 runs) found, shrunk, replayed: each ended at a violation once
+
+FOUND_RUNS = {
+    # a resume that replicas with different weak ETags refused (range_mismatch) put the artifact
+    # on hold, as if the artifact were broken: the next check did not install a good release
+    "a:not_installed:artifact_held": [
+        ("setup", dict(factory=False, board=None, app=None, weak=True)),
+        ("misbehave", dict(fault="drop_image", where=84, then_check=False)),
+        ("misbehave", dict(fault="short_body", where=55, then_check=False)),
+        ("misbehave", dict(fault="reset", where=64, then_check=False)),
+        ("publish_release", dict(version="1.1.0-beta.11", secver=0, encoding="raw", variant="fine", then_check=True)),
+        ("check", dict(selftest_ok=True, cut=None))],
+    # a cut after the download, before the release was recorded: ota.rollback() took the slot's
+    # unverified image (no record, counter 0) for a rollback target, booted and confirmed it
+    # without raising the counter, and a second rollback then ran 1.0.0 below it
+    "b:runs_below_counter": [
+        ("setup", dict(factory=False, board=None, app=None, weak=False)),
+        ("rotate_keys", dict(kind="threshold2", then_check=True)),
+        ("publish_release", dict(version="2.0.0", secver=1, encoding="raw", variant="fine",
+                                 then_check=(("at", 758), "before"))),
+        ("rollback", dict(cut=None)), ("rollback", dict(cut=None)), ("reset", dict(cut=None))],
+}
+
+
+@pytest.mark.parametrize("tag", sorted(FOUND_RUNS))
+def test_found_runs_hold_now(session, tag):
+    m = stateful.replay(session, FOUND_RUNS[tag], stateful.Collector())
+    assert m.tag is None, "%s again after:\n  %s" % (m.tag, "\n  ".join(m.log))
