@@ -121,13 +121,18 @@ def test_output_never_overwrites_the_input(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "micropython.bin").read_bytes() == app
 
 
+def merge_only(d, capsys):
+    """full.bin: what `flash --merge-only` writes without --pad (it ends after the app)."""
+    (d / "micropython.bin").write_bytes(images.app_image("2.0.0", size=64 * 1024, seed=2))
+    (d / "bl.bin").write_bytes(images.bootloader_image())
+    assert run(capsys, "flash", "--firmware", "micropython.bin", "--bootloader", "bl.bin", "--merge-only",
+               "-o", "full.bin")[0] == 0
+
+
 def test_inspect_reads_the_merge_only_image_ota_tool_writes(tmp_path, monkeypatch, capsys):
     """Without --pad the image ends after the app: the flash size comes from the bootloader header."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "micropython.bin").write_bytes(images.app_image("2.0.0", size=64 * 1024, seed=2))
-    (tmp_path / "bl.bin").write_bytes(images.bootloader_image())
-    assert run(capsys, "flash", "--firmware", "micropython.bin", "--bootloader", "bl.bin", "--merge-only",
-               "-o", "full.bin")[0] == 0
+    merge_only(tmp_path, capsys)
     size = os.path.getsize("full.bin")
     rc, out, err = run(capsys, "inspect", "full.bin")
     assert rc == 0, out + err
@@ -148,10 +153,7 @@ def test_sim_port_refuses_a_file_that_is_not_a_whole_flash(tmp_path, monkeypatch
 
 def test_sim_port_refuses_a_whole_flash_image_cut_short(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "micropython.bin").write_bytes(images.app_image("2.0.0", size=64 * 1024, seed=2))
-    (tmp_path / "bl.bin").write_bytes(images.bootloader_image())
-    assert run(capsys, "flash", "--firmware", "micropython.bin", "--bootloader", "bl.bin", "--merge-only",
-               "-o", "full.bin")[0] == 0
+    merge_only(tmp_path, capsys)
     rc, out, err = run(capsys, "sim-port", "--flash", "full.bin", "--fs", "fs")
     assert rc == 1 and "shorter than the 4 MiB flash" in err and "--pad" in err, err
 
