@@ -60,6 +60,16 @@ def _device_id():
     return binascii.hexlify(machine.unique_id()).decode()
 
 
+def _flashed_version():
+    # A board flashed by cable has no record of its release: reports name the version its app
+    # descriptor states, as ota.status() does (ledger.running_version). Never raises (reports).
+    try:
+        run = slot.running()
+        return ledger.running_version(run, slot.descriptor(run, bytearray(slot.DESCRIPTOR_END)))
+    except Exception:
+        return None
+
+
 class Agent:
     def __init__(self, config_path=config.PATH, self_test=None, connect=None, power_ok=None, network_saved=None,
                  progress=None):
@@ -107,7 +117,7 @@ class Agent:
         import json
 
         doc = {"device_id": self.cfg["device_id"] or _device_id(), "event": event,
-               "running_version": self._running_version(), "channel": self.cfg["channel"],
+               "running_version": self._running_version() or _flashed_version(), "channel": self.cfg["channel"],
                "time": audit.trusted_time()}
         for k in fields:
             doc[k] = fields[k]
@@ -283,7 +293,7 @@ class Agent:
                 trust = self._rotate_keys(cfg, fetcher, self._trust(cfg))
             m = update.check(fetcher, cfg["source"], trust, self._facts(cfg), cfg["verify"])
         except OTAError as e:
-            event = self._refused(e)
+            event = self._refused(e, getattr(e, "target_version", None))  # a policy refusal names the release
             if fetcher is not None and event != "failed" and (cfg["app_source"] or cfg["config_source"]):
                 trust = buf = room = None  # each document verifies with its own; the blocks are the firmware's
                 return self._check_bundles(cfg, fetcher, reboot) or event

@@ -186,6 +186,7 @@ def check(fetcher, manifest_url, trust, facts=None, verify=True):
     except OTAError as e:
         if verify and e.reason not in policy.NOT_FOR_THIS_DEVICE:
             ledger.saw(m, channel)  # e.g. a halt: a replay of what was signed before is refused
+        e.target_version = m.version  # the agent's report names the release it refused
         raise
     if verify:
         ledger.saw(m, channel)

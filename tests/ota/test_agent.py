@@ -293,6 +293,23 @@ def test_schedule_jitter_backoff_and_retry_after():
     assert schedule.next_delay(cfg, failures=1, retry_after=900) >= 900000
 
 
+def test_reports_of_a_board_flashed_by_cable_name_its_release_and_the_one_it_refused(world):
+    """A board flashed by cable runs the release its app descriptor states (the ledger has no record
+    of it); a policy refusal names the manifest's version, so `fleet` counts it under SKIPPED."""
+    dev = new_board(world)  # V1, app descriptor version 1.0.0, flashed as by ota-tool flash
+    publish(world, V2, "2.0.0", percent=0, salt="outside")  # a stage no device is in
+    assert dev.run(lambda: ota_agent.Agent().check_now(reboot=False)).value == "refused"
+    store = reports.ReportStore(world["reports"])
+    try:
+        rows = [(r["event"], r["running_version"], r["target_version"], r["reason"]) for r in store.rows("dev")]
+        summary = store.summary()
+    finally:
+        store.close()
+    assert rows == [("refused", "1.0.0", "2.0.0", "not_in_rollout")]
+    assert reports.release_entry(summary, "2.0.0")["skipped"] == 1
+    assert summary["device_list"][0]["release"] == "1.0.0"
+
+
 def test_staged_rollout_over_a_fleet(world):
     """50 boards, a release at 10 %: about 10 % install it, the same ones on a second pass."""
     from ota.policy import rollout_bucket

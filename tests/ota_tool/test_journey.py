@@ -2,7 +2,8 @@
 keygen, serve, sim-port (the simulated board on a pty, the device code under the MicroPython unix
 port), deploy with Wi-Fi settings, main.py running, a release staged at 10 %, `device update` with
 its progress, the reboot and the confirmation, the rollout to 100 %, a failing release rolled back
-and explained by `device update`, and `fleet` listing the device."""
+and explained by `device update`, and `fleet` listing the device. Before the README's release, the
+case its text describes: a stage the board is outside of."""
 import os
 import re
 import signal
@@ -13,7 +14,7 @@ import time
 import pytest
 
 from ota import policy
-from ota_tool import cli, images, simport
+from ota_tool import cli, images, reports, simport
 
 pytestmark = pytest.mark.micropython
 
@@ -27,8 +28,9 @@ APP = "import simhw\n\n\ndef self_test():\n    return simhw.healthy()\n"  # the 
 def tool(capsys, *argv):
     rc = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
-    sys.stdout.write(out)  # the journey, readable with pytest -s
-    sys.stdout.write(err)
+    with capsys.disabled():  # the journey, readable with pytest -s (and not read again by the next step)
+        sys.stdout.write(out)
+        sys.stdout.write(err)
     return rc, out, err
 
 
@@ -104,10 +106,27 @@ def test_the_journey_with_a_simulated_board(tmp_path, capsys, monkeypatch):
         assert wait_for(lambda: os.path.exists("fs/ota.log") and "http_404" in open("fs/ota.log").read()), (
             "".join(board.seen), open("fs/ota.log").read() if os.path.exists("fs/ota.log") else "no ota.log")
 
-        # a release staged at 10 %, its salt picked so that this board is in the first 10 %
-        salt = next("s%d" % i for i in range(10000) if policy.rollout_bucket(DEVICE_ID, "s%d" % i) < 1000)
+        # what the README says of a random salt that leaves the board outside the 10 % stage: the
+        # board refuses (not_in_rollout), fleet counts it under SKIPPED and lists the release it runs
+        # (1.0.0, from its app descriptor: flashed by cable), and the rollout to 100 % waits for reports
+        outside = next("s%d" % i for i in range(1000) if policy.rollout_bucket(DEVICE_ID, "s%d" % i) >= 1000)
         rc, out, err = tool(capsys, "release", "fw-2.0.0.bin", "--key", "release.pem", "--version", "2.0.0",
-                            "--out", "repo", "--percent", "10", "--salt", salt, "--compress")
+                            "--out", "repo", "--percent", "10", "--salt", outside, "--compress")
+        assert rc == 0, out + err
+        rc, out, err = tool(capsys, "device", "update", "--port", port)
+        assert rc == 1 and "not_in_rollout" in err, out + err
+        rc, out, err = tool(capsys, "fleet", "repo")
+        assert rc == 0 and re.search(r"^2\.0\.0 .* 1$", out, re.M), out  # SKIPPED, the last column
+        assert re.search(r"^%s +1\.0\.0 " % DEVICE_ID, out, re.M), out
+        rc, out, err = tool(capsys, "rollout", "repo/stable.json", "--key", "release.pem", "--percent", "100")
+        assert rc == 1 and "--min-reports" in out + err, out + err
+
+        # a release staged at 10 %, with the README's salt, which puts this board in the first 10 %
+        # (--replace: the same version again, here after the case above)
+        salt = "journey-6"
+        assert policy.rollout_bucket(DEVICE_ID, salt) == 290  # the README says so
+        rc, out, err = tool(capsys, "release", "fw-2.0.0.bin", "--key", "release.pem", "--version", "2.0.0",
+                            "--out", "repo", "--percent", "10", "--salt", salt, "--compress", "--replace")
         assert rc == 0 and "live to 10% of the devices" in out, out + err
 
         # device update: interrupts main.py, installs with progress, follows the reboot to the confirmation
@@ -134,6 +153,9 @@ def test_the_journey_with_a_simulated_board(tmp_path, capsys, monkeypatch):
         assert rc == 0 and "rolled_back" in out and "reason=self-test failed" in out, out
 
         # the fleet: the board, the release it runs, its state
+        # (the board sends its rolled_back report from 2.0.0 after booting it: it may still be on its way)
+        assert wait_for(lambda: "rolled back 3.0.0" in reports.summary_from_path(reports.default_path("repo"))[
+            "device_list"][0]["state"]), "the board's rolled_back report did not arrive"
         rc, out, err = tool(capsys, "fleet", "repo")
         assert rc == 0, err
         row = next(line for line in out.splitlines() if line.startswith(DEVICE_ID))

@@ -83,6 +83,9 @@ def cases(f):
         (["partitions", f["missing"]], 1), (["partitions", f["dir"]], 1), (["partitions", f["empty.bin"]], 1),
         (["partitions", os.path.join(ROOT, "partitions.csv"), "-o", f["nodir"]], 1),
         (["partitions", os.path.join(ROOT, "partitions.csv"), "--flash-size", "huge"], 2),
+        (["partitions", f["table.bin"], "-o", f["table.bin"]], 2),
+        (["release", f["app.bin"], "--key", k, "--version", "2.0.0", "--compress", "--wbits", "8", "--out", f["dir"]], 2),
+        (["release", f["app.bin"], "--key", k, "--version", "2.0.0", "--compress", "--wbits", "16", "--out", f["dir"]], 2),
         # release
         (["release", f["firmware.elf"], "--key", k, "--version", "2.0.0", "--out", f["dir"]], 1),
         (["release", f["firmware.bin"], "--key", k, "--version", "2.0.0", "--out", f["dir"]], 1),
@@ -126,6 +129,8 @@ def cases(f):
         (["keylist", f["nodir"], "--sign-with", k, "--key", f["pub"], "--version", "2"], 1),
         (["keylist", f["dir"] + "/keys.json", "--sign-with", f["missing"], "--key", f["pub"], "--version", "2"], 1),
         (["keylist", f["dir"] + "/keys.json", "--sign-with", k, "--key", f["app.bin"], "--version", "2"], 1),
+        (["keylist", m, "--sign-with", k, "--key", f["pub"]], 1), (["keylist", k, "--sign-with", k, "--key", f["pub"]], 1),
+        (["keylist", f["app.bin"], "--sign-with", k, "--key", f["pub"]], 1), (["keylist", f["dir"], "--sign-with", k, "--key", f["pub"]], 1),
         # rollout, fleet
         (["rollout", f["missing"], "--key", k, "--percent", "10"], 1),
         (["rollout", f["app.bin"], "--key", k, "--percent", "10"], 1),
@@ -174,6 +179,8 @@ def cases(f):
         # sim-port and demo (they fail before they run)
         (["sim-port", "--flash", f["missing"], "--fs", f["dir"]], 1),
         (["sim-port", "--flash", f["app.bin"], "--fs", f["dir"]], 1),
+        (["sim-port", "--flash", f["empty.bin"], "--fs", f["dir"]], 1), (["sim-port", "--flash", f["zeros.bin"], "--fs", f["dir"]], 1),
+        (["sim-port", "--flash", f["manifest"], "--fs", f["dir"]], 1),
         (["sim-port", "--flash", f["device"], "--fs", f["app.bin"]], 1),
         (["sim-port", "--flash", f["device"], "--fs", f["dir"], "--heap", "lots"], 2),
         (["sim-port", "--flash", f["device"], "--fs", f["dir"], "--new"], 1),

@@ -4,7 +4,12 @@
 # (The host side is espsim.rpc_host.)
 # Request:  one text line "op arg ...\n", then, for "write" and "set_blob", the payload bytes.
 # Response: one text line "OK [value]", "ERR <esp_err>" or "CUT" (power failed during the
-#           operation), then, for "read", "get_blob", "partitions" and "flags", the payload.
+#           operation), then, for "read", "get_blob", "partitions", "flags" and "idf_info", the
+#           payload.
+# A call cut short on the device (Ctrl-C from mpremote lands between bytecodes, so between the
+# request and the end of its response) leaves the stream out of step: the next call first
+# resynchronises (empty lines to fill a payload the host may still wait for, then "sync N" until
+# the host's "SYNC N").
 from .chip import PowerCut
 
 
@@ -17,6 +22,8 @@ class RemoteChip:
         s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: one request is a line plus a payload
         self._s = s
         self._parts = None
+        self._busy = False  # a call started and its response (with any payload) not read to the end
+        self._syncs = 0
 
     def _read_exact(self, buf):
         mv = memoryview(buf)
@@ -26,10 +33,27 @@ class RemoteChip:
             if not n:
                 raise OSError("simulator connection lost")
             got += n
+        self._busy = False
+
+    def _resync(self):
+        self._syncs += 1
+        self._s.write(b"\n" * 4100)  # more than any payload the host may be reading (4 KiB blocks)
+        self._s.write(("sync %d\n" % self._syncs).encode())
+        want = ("SYNC %d\n" % self._syncs).encode()
+        while True:
+            line = self._s.readline()
+            if not line:
+                raise OSError("simulator connection lost")
+            if line.endswith(want):
+                break
+        self._busy = False
 
     def _call(self, line, payload=None):
         if self._s is None:  # power is gone: code still unwinding (a `with` closing a file) does nothing
             raise PowerCut("power is off")
+        if self._busy:
+            self._resync()
+        self._busy = True
         self._s.write(line.encode() + b"\n")
         if payload is not None:
             self._s.write(payload)
@@ -41,7 +65,11 @@ class RemoteChip:
         if not parts:
             raise OSError("simulator connection lost")
         if parts[0] == b"ERR":
+            self._busy = False
             return int(parts[1]), None
+        op = line.split(" ", 1)[0]
+        if not (op in ("read", "partitions", "flags", "idf_info") or line.startswith("nvs get_blob")):
+            self._busy = False  # else a payload follows: _read_exact ends the call
         return 0, parts[1] if len(parts) > 1 else None
 
     def _payload(self, n):

@@ -12,6 +12,8 @@ def serve(chip, f):
         if not line:
             return
         a = line.decode().split()
+        if not a:
+            continue  # a device resynchronising (espsim.rpc: _resync)
         op = a[0]
         try:
             out = b""
@@ -79,6 +81,8 @@ def serve(chip, f):
                 head = "OK %d" % chip.reset_cause()
             elif op == "micropython":
                 head = "OK " + chip.micropython()
+            elif op == "sync":
+                head = "SYNC " + a[1]
             else:
                 head = "ERR %d" % 0x102  # ESP_ERR_INVALID_ARG
         except PowerCut:

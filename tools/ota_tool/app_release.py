@@ -201,7 +201,9 @@ def verify(doc_path, public_keys, threshold=1, files_dir=None):
     try:
         b = device_bundle.load(blob, trust)
     except OTAError as e:
-        raise ToolError("the document is refused: %s" % e, "check --pubkey is the release key")
+        from .release import refusal_hint
+
+        raise ToolError("the document is refused: %s" % e, refusal_hint(e))
     root = files_dir or os.path.dirname(os.path.abspath(doc_path))
     report = {"type": b.type, "version": b.version, "root": b.root, "requires_firmware": b.requires,
               "signed_by": b.key_ids, "document_sha256": b.hex, "files": []}

@@ -129,6 +129,31 @@ def refuse(path, wanted, got=None):
     raise ToolError("%s is %s, not %s" % (path, got or of_path(path), what), hint)
 
 
+def check_replaceable(path, writes, keeps=(), protect=()):
+    """Before a command writes `writes` (a phrase, e.g. "a key list") to `path`: a ToolError when
+    `path` is a folder, one of the files in `protect` (e.g. the signing key it was given), or an
+    existing file of another kind than `keeps` (the start of a kind() phrase). Missing and empty
+    files may be written."""
+    if os.path.isdir(path):
+        raise ToolError("%s is a folder: cannot write %s there" % (path, writes),
+                        "give a file name, e.g. %s" % os.path.join(path, "keys.json"))
+    for other in protect:
+        try:
+            same = os.path.samefile(path, other)
+        except OSError:
+            same = False
+        if same:
+            raise ToolError("%s is %s given to this command: refusing to write %s over it" % (path, protect[other], writes),
+                            "give another output file, e.g. repo/keys.json")
+    if not os.path.exists(path):
+        return
+    head, size = read_head(path)
+    got = kind(head, size)
+    if size and not any(got.startswith(k) for k in keeps):
+        raise ToolError("%s is %s: refusing to replace it with %s" % (path, got, writes),
+                        "give another output file (e.g. repo/keys.json), or move that file away first")
+
+
 # --- the app inside a merged image
 
 

@@ -20,6 +20,21 @@ def os_error(e, path, doing="read"):
     return ToolError("cannot %s %s: %s" % (doing, path, e.strerror or e), "check the path and the disk")
 
 
+def check_not_input(output, inputs):
+    """A bad command line (exit 2) when the output file `output` is one of the inputs ({option:
+    path}): writing it would destroy what is being read (as `cp a a` refuses)."""
+    for option, path in inputs.items():
+        if not path:
+            continue
+        try:
+            same = os.path.samefile(output, path)
+        except OSError:
+            same = False  # the output does not exist yet (or the input is missing: its reader says so)
+        if same:
+            raise ToolError("%s is also the input (%s): refusing to write the output over it" % (output, option),
+                            "give another output file with -o", exit_code=2)
+
+
 def read_bytes(path, limit=-1):
     """The bytes of a file (at most `limit`); ToolError saying why not."""
     try:

@@ -48,8 +48,66 @@ def _app_info(flash, part, chip, chip_rev):
     return info
 
 
+FLASH_SIZES = {n: 1 << (20 + n) for n in range(8)}  # esp_image_flash_size_t: 0 = 1 MB .. 7 = 128 MB
+
+
+def declared_size(head):
+    """(the flash size a whole-flash image is made for, from where) from its first 0x9000 bytes: the
+    bootloader header's flash-size field (esp_image_header_t.spi_size, high nibble of byte 3, at
+    0x1000 or 0x0), else the partition table's end rounded up to a flash size; (None, None)."""
+    for off in (0x1000, 0x0):
+        if len(head) > off + 3 and head[off] == 0xE9 and head[off + 3] >> 4 in FLASH_SIZES:
+            return FLASH_SIZES[head[off + 3] >> 4], "the bootloader header at 0x%x" % off
+    end = 0
+    for at in range(0x8000, min(len(head), 0x8C00) - 31, 32):
+        if head[at:at + 2] != b"\xaa\x50":
+            break
+        end = max(end, int.from_bytes(head[at + 4:at + 8], "little") + int.from_bytes(head[at + 8:at + 12], "little"))
+    for size in sorted(FLASH_SIZES.values()):
+        if end and end <= size:
+            return size, "the partition table's end"
+    return None, None
+
+
+def check_device_file(path):
+    """Refuse a file that cannot be a simulated board's flash: not a whole-flash image, or shorter
+    than the flash it is made for (the simulator reads and writes the whole flash in the file)."""
+    from . import filekinds
+    from .errors import ToolError
+
+    head, file_size = filekinds.read_head(path)
+    got = filekinds.kind(head, file_size)
+    if not got.startswith("a whole-flash image"):
+        filekinds.refuse(path, "flash", got)
+    size, source = declared_size(head)
+    if size is not None and file_size < size:
+        raise ToolError("%s is %d bytes, shorter than the %d MiB flash it is made for (by %s): a simulated board's "
+                        "file holds the whole flash" % (path, file_size, size >> 20, source),
+                        "pad it to the flash size (ota-tool flash --merge-only --pad -o FILE), or make a new board "
+                        "with ota-tool sim-port --new")
+
+
 def inspect(path):
-    """A dict describing the flash image at `path`."""
+    """A dict describing the flash image at `path`. An image shorter than its flash (ota-tool flash
+    --merge-only without --pad, esptool merge-bin) is read as if the rest were erased (0xFF)."""
+    with open(path, "rb") as f:
+        head = f.read(0x9000)
+        file_size = os.fstat(f.fileno()).st_size
+    size, source = declared_size(head)
+    if size is None or file_size >= size:
+        return _inspect(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = os.path.join(tmp, "flash.bin")
+        shutil.copyfile(path, copy)
+        with open(copy, "r+b") as f:
+            f.seek(file_size)
+            f.write(b"\xff" * (size - file_size))
+        out = _inspect(copy)
+    out.update(file=path, file_size=file_size, flash_size_from=source)
+    return out
+
+
+def _inspect(path):
     flash = Flash(path)
     try:
         cfg = sim_board.read_config(flash)
@@ -130,7 +188,11 @@ def predict_boot(path):
 
 def format_text(info):
     """The report as lines a person reads."""
-    lines = ["%s: %d MiB flash, chip %s" % (info["file"], info["flash_size"] // (1024 * 1024), info["chip"])]
+    short = ""
+    if info.get("file_size") is not None:
+        short = " (by %s; the file holds its first %d bytes, the rest is read as erased)" % (
+            info["flash_size_from"], info["file_size"])
+    lines = ["%s: %d MiB flash%s, chip %s" % (info["file"], info["flash_size"] // (1024 * 1024), short, info["chip"])]
     if info.get("partition_table_error"):
         lines.append("partition table: ERROR %s" % info["partition_table_error"])
         return "\n".join(lines)

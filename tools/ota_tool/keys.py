@@ -22,8 +22,14 @@ def key_id(key):
 
 def generate(path, passphrase=None, force=False):
     """Write a new private key (PEM, mode 0600) and its public half (path + '.pub'). Returns the key."""
-    if os.path.exists(path) and not force:
-        raise ToolError("%s exists: refusing to overwrite a signing key" % path, "pass --force, or pick another file")
+    pub_path = path + ".pub"
+    for p, what in ((path, "a signing key"), (pub_path, "the public key devices may trust")):
+        # every output checked before anything is written (no private key without its .pub)
+        if os.path.isdir(p):
+            raise ToolError("%s is a folder: the key's %s file goes there" % (p, "private" if p == path else "public"),
+                            "move the folder away, or pick another key name")
+        if os.path.lexists(p) and not force:
+            raise ToolError("%s exists: refusing to overwrite %s" % (p, what), "pass --force, or pick another file")
     key = Ed25519PrivateKey.generate()
     enc = (serialization.BestAvailableEncryption(passphrase.encode()) if passphrase
            else serialization.NoEncryption())
@@ -32,8 +38,14 @@ def generate(path, passphrase=None, force=False):
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
     os.chmod(path, 0o600)
-    with open(path + ".pub", "w") as f:
-        f.write(public_text(key) + "\n")
+    try:
+        with open(pub_path, "w") as f:
+            f.write(public_text(key) + "\n")
+    except OSError as e:
+        os.remove(path)  # a key without its .pub is an orphan: a retry would say it exists
+        from .files import os_error
+
+        raise os_error(e, pub_path, "write")
     return key
 
 

@@ -7,8 +7,10 @@ with its own hashlib, reading a small buffer at a time.
 Device paths are relative to the board's working directory: "/" on an ESP32, the folder that
 plays the board's filesystem on the simulated board (ota_tool.simport).
 """
+import contextlib
 import json
 import sys
+import time
 
 from .errors import ToolError
 
@@ -16,12 +18,75 @@ CHUNK = 1024  # bytes per write command (base64 on the wire): little heap on the
 RESULT = "@@OTA@@"  # marks the one line of JSON a helper prints, among anything else printed
 
 
-def _open(name, baud):
-    """(SerialTransport, path) of the first port `name` stands for that opens."""
+def _transport_class():
     from mpremote.transport import TransportError
     from mpremote.transport_serial import SerialTransport
 
+    class Transport(SerialTransport):
+        """mpremote's serial transport, bounded in time. mpremote (1.29, transport_serial.py,
+        read_until) checks its overall timeout only while no byte arrives, so a board that never
+        stops printing (a boot loop's banner) held `enter_raw_repl` for ever; and it prints what it
+        read to stdout when the REPL does not answer (b'' before a --json document)."""
+
+        deadline = None  # time.monotonic() by which the board must have answered (None: only silence counts)
+
+        def read_until(self, min_num_bytes, ending, timeout=10, data_consumer=None, timeout_overall=None):
+            data = b""
+            start = last = time.monotonic()
+            ends = [t for t in (self.deadline, start + timeout_overall if timeout_overall is not None else None)
+                    if t is not None]
+            end = min(ends) if ends else None
+            while not data.endswith(ending):
+                now = time.monotonic()
+                if end is not None and now >= end:
+                    break
+                new = self.serial.read(1) if self.is_pty or self.serial.in_waiting else b""
+                if new:
+                    if data_consumer:
+                        data_consumer(new)
+                        data = new
+                    else:
+                        data += new
+                    last = now
+                elif timeout is not None and now >= last + timeout:
+                    break
+                else:
+                    time.sleep(0.01)
+            return data
+
+        def enter_raw_repl(self, soft_reset=True, timeout_overall=10):
+            # mpremote's sequence (Ctrl-C, Ctrl-A, Ctrl-D for a soft reset), within one deadline
+            self.deadline = time.monotonic() + timeout_overall
+            try:
+                self.serial.write(b"\r\x03")
+                while time.monotonic() < self.deadline and self.serial.in_waiting:
+                    self.serial.read(self.serial.in_waiting)  # what a running program printed
+                self.serial.write(b"\r\x01")
+                steps = [b"raw REPL; CTRL-B to exit\r\n>", b"soft reboot\r\n"] if soft_reset else []
+                for ending in steps + [b"raw REPL; CTRL-B to exit\r\n"]:
+                    data = self.read_until(1, ending)
+                    if not data.endswith(ending):
+                        text = data.decode(errors="replace")
+                        # the last whole line (the deadline may cut the one being printed)
+                        last = [ln for ln in text[:text.rfind("\n") + 1 or None].splitlines() if ln.strip()]
+                        raise TransportError("no raw REPL within %g s%s" % (
+                            timeout_overall, "; it printed: %r" % last[-1][-100:] if last else ", nothing printed"))
+                    if soft_reset and ending == steps[0]:
+                        self.serial.write(b"\x04")  # Ctrl-D: soft reset
+            finally:
+                self.deadline = None
+            self.in_raw_repl = True
+
+    return Transport
+
+
+def _open(name, baud):
+    """(Transport, path) of the first port `name` stands for that opens."""
+    from mpremote.transport import TransportError
+
     from .ports import candidates
+
+    SerialTransport = _transport_class()
 
     errors = []
     for path in candidates(name):
@@ -46,7 +111,7 @@ class DeviceError(ToolError):
 class Board:
     """A board's REPL. `port`: a name ota_tool.ports understands (auto, u0, a path...). Connecting
     interrupts a running program as mpremote does (Ctrl-C, then the raw REPL; a soft reset unless
-    `resume`). `timeout`: seconds the board may stay silent, connecting or running a step, before
+    `resume`). `timeout`: seconds the board has to answer, connecting or running a step, before
     the command gives up (a step that streams output, such as an update, may run longer)."""
 
     def __init__(self, port="auto", resume=False, baud=115200, transport=None, timeout=30):
@@ -60,8 +125,18 @@ class Board:
         try:
             self.t.enter_raw_repl(soft_reset=not resume, timeout_overall=timeout)
         except (TransportError, OSError) as e:
-            self.t.close()
-            raise ToolError("no MicroPython REPL answers on %s (%s)" % (port, " ".join(str(e).split())), _hint(port))
+            try:
+                self.t.close()
+            except OSError:
+                pass
+            if isinstance(e, OSError) and not isinstance(e, TransportError):
+                raise ToolError("lost the board on %s while connecting: %s" % (port, e.strerror or " ".join(str(e).split())),
+                                "is it still plugged in? plug it in again and run the command again")
+            hint = _hint(port)
+            if "it printed" in str(e):
+                hint = ("the board prints but no REPL answers: if that is a boot banner again and again (ets ..., "
+                        "rst:...), it is in a boot loop: flash it by cable (ota-tool flash); else " + hint)
+            raise ToolError("no MicroPython REPL answers on %s (%s)" % (port, " ".join(str(e).split())), hint)
 
     def close(self):
         try:
@@ -86,12 +161,22 @@ class Board:
         timeout: seconds of silence before giving up (default: the board's)."""
         from mpremote.transport import TransportError
 
+        wait = max(timeout or 0, self.timeout)
+        # a step whose output nobody streams must be answered in `wait`, however much the board
+        # prints meanwhile; a streamed step (an update's progress) only must not fall silent
+        self.t.deadline = None if stream else time.monotonic() + wait
         try:
-            self.t.exec_raw_no_follow(code)
-            out, err = self.t.follow(max(timeout or 0, self.timeout), stream)
+            with contextlib.redirect_stdout(sys.stderr):  # mpremote prints what it could not parse
+                self.t.exec_raw_no_follow(code)
+                out, err = self.t.follow(wait, stream)
         except TransportError as e:
             raise ToolError("the board on %s stopped answering: %s" % (self.port, e),
                             "it may have reset or crashed; run the command again")
+        except OSError as e:  # the port itself is gone (EIO: unplugged, or the board's USB reset)
+            raise ToolError("lost the board on %s: %s" % (self.port, e.strerror or " ".join(str(e).split())),
+                            "is it still plugged in? plug it in again and run the command again")
+        finally:
+            self.t.deadline = None
         if err:
             err = err.decode(errors="replace").strip()
             raise DeviceError("the board raised: %s" % err.splitlines()[-1], err)

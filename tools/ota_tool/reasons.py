@@ -31,7 +31,8 @@ HINTS = {
     "http_404": "the server has no such file: check the source URL (ota-tool device config get source) "
                 "and that the release is published there",
     "not_in_rollout": "the release is staged and this device is not in the stage yet: widen it "
-                      "(ota-tool rollout MANIFEST --key KEY.pem --percent N)",
+                      "(ota-tool rollout MANIFEST --key KEY.pem --percent N; while no device has reported trying "
+                      "it, add --min-reports 0)",
     "halted": "the release is halted: ota-tool rollout MANIFEST --key KEY.pem --resume",
     "known_bad": "this release failed on this board before: release a fixed version",
     "downgrade": "the release is older than what the board runs: release a higher version "

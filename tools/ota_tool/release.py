@@ -77,12 +77,33 @@ def check_image(data):
     return chip
 
 
-def _write_artifact(out_dir, data, ext):
+def _write_artifact(out_dir, data, ext, pending=None):
+    # pending: a list collecting (path, data) to write once the manifest is known to be good
     name = artifact_name(data, ext)
     path = os.path.join(out_dir, name)
-    if not (os.path.exists(path) and os.path.getsize(path) == len(data)):
+    if pending is not None:
+        pending.append((path, data))
+    elif not (os.path.exists(path) and os.path.getsize(path) == len(data)):
         write_atomic(path, data)
     return name
+
+
+def _write_pending(pending):
+    for path, data in pending:
+        if not (os.path.exists(path) and os.path.getsize(path) == len(data)):
+            write_atomic(path, data)
+
+
+def check_signed(blob, signing_keys, load=None):
+    """Refuse to publish a signed document the device's own parser (ota.manifest) refuses: read
+    as a device that trusts exactly these signers reads it. `load`: the parser (default: the
+    firmware manifest's)."""
+    trust = Trust.from_list([keys.public_bytes(k) for k in signing_keys], len(signing_keys))
+    try:
+        (load or device_manifest.load)(blob, trust)
+    except OTAError as e:
+        raise ToolError("devices would refuse this release (%s): %s; nothing was written" % (e.reason, e.message),
+                        "this is a bug in ota-tool if the command line was accepted: report it with the command")
 
 
 def zlib_artifact(data, wbits):
@@ -208,15 +229,17 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
             elif before.get("artifacts"):
                 warnings.append("release %s had another image: its compressed and delta artifacts do not apply to "
                                 "this one and are dropped from the manifest (the files stay)" % version)
-    os.makedirs(out_dir, exist_ok=True)
+    if not 9 <= int(wbits) <= 15:
+        raise ToolError("zlib window bits %r: devices inflate with 9..15" % (wbits,), "give --wbits 9..15 (12 by default)")
     image_sha = sha256_hex(image)
     arts = []
-    raw_name = _write_artifact(out_dir, image, "bin")
+    pending = []  # artifacts, written only once the signed manifest is checked
+    raw_name = _write_artifact(out_dir, image, "bin", pending)
     arts.append({"url": raw_name, "size": len(image), "sha256": image_sha, "encoding": "raw"})
     smallest_full = len(image)
     if compress:
         z = zlib_artifact(image, wbits)
-        name = _write_artifact(out_dir, z, "zlib")
+        name = _write_artifact(out_dir, z, "zlib", pending)
         arts.append({"url": name, "size": len(z), "sha256": sha256_hex(z), "encoding": "zlib", "wbits": wbits})
         smallest_full = min(smallest_full, len(z))
     skipped = []
@@ -229,7 +252,7 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
         if len(patch) > smallest_full * (1 - min_saving):
             skipped.append({"base_sha256": sha256_hex(base), "size": len(patch)})
             continue  # not worth a separate artifact: devices take the full image
-        name = _write_artifact(out_dir, patch, "patch")
+        name = _write_artifact(out_dir, patch, "patch", pending)
         arts.append({"url": name, "size": len(patch), "sha256": sha256_hex(patch), "encoding": "delta",
                      "wbits": wbits, "base_sha256": sha256_hex(base)})
         # The relocation-aware patch too, for devices that know it (listed apart: older devices
@@ -237,7 +260,7 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
         if use_rdelta and rdelta.supported(base) and rdelta.supported(image):
             rpatch = rdelta.make_patch(base, image, wbits)
             if len(rpatch) < len(patch):
-                name = _write_artifact(out_dir, rpatch, "rpatch")
+                name = _write_artifact(out_dir, rpatch, "rpatch", pending)
                 extra_arts.append({"url": name, "size": len(rpatch), "sha256": sha256_hex(rpatch),
                                    "encoding": "rdelta", "wbits": wbits, "base_sha256": sha256_hex(base)})
     for listed, old in ((arts, kept), (extra_arts, kept_extra)):  # what the same release published before
@@ -286,6 +309,9 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
     doc.update(staged)
     warnings += _replaces_newer(previous, manifest_file, version)
     blob = keys.sign(doc, signing_keys)
+    check_signed(blob, signing_keys)
+    os.makedirs(out_dir, exist_ok=True)
+    _write_pending(pending)  # artifacts first, the manifest last: it never names a missing file
     write_atomic(os.path.join(out_dir, manifest_file), blob)
     return {"manifest": os.path.join(out_dir, manifest_file), "version": version, "chip": chip, "image_sha256": image_sha,
             "artifacts": arts + extra_arts, "skipped_deltas": skipped, "manifest_bytes": len(blob), "warnings": warnings,
@@ -333,6 +359,18 @@ def _is_release_version(text):
         return False  # e.g. MicroPython's own "v1.24.1": the device ignores it too
 
 
+# The refusals that depend on the keys verify is given; any other is about the document itself.
+KEY_REASONS = ("unknown_key", "bad_signature", "threshold", "unsigned", "bad_key", "no_keys")
+
+
+def refusal_hint(e):
+    """What to do when the device's parser refuses a signed document (an OTAError)."""
+    if e.reason in KEY_REASONS:
+        return "check --pubkey is the release key (its .pub file from ota-tool keygen), and --threshold"
+    return ("devices refuse this document whatever the key: it was not written by this ota-tool, or was edited; "
+            "publish it again with ota-tool release (or release-app)")
+
+
 def verify(manifest_path, public_keys, threshold=1, images_dir=None):
     """Check a release exactly as a device would, plus its files. Returns a report dict; raises
     ToolError on the first problem."""
@@ -346,7 +384,7 @@ def verify(manifest_path, public_keys, threshold=1, images_dir=None):
     try:
         m = device_manifest.load(blob, trust)
     except OTAError as e:
-        raise ToolError("the manifest is refused: %s" % e, "check --pubkey is the release key")
+        raise ToolError("the manifest is refused: %s" % e, refusal_hint(e))
     root = images_dir or os.path.dirname(os.path.abspath(manifest_path))
     report = {"version": m.version, "channel": m.channel, "chips": m.chips, "signed_by": m.key_ids,
               "image_size": m.image_size, "artifacts": []}

@@ -372,6 +372,7 @@ def summarize(db, versions=None):
     newest first. Reports are unauthenticated: a forged report can move these numbers (e.g. block a
     widening), never a device; `ota-tool rollout --force` overrides.
     """
+    _check_types(db)
     running = {}
     for _dev, ver, _ in db.execute(
             "SELECT device_id, running_version, max(id) FROM reports WHERE running_version IS NOT NULL "
@@ -429,6 +430,28 @@ def summarize(db, versions=None):
         releases = [e for e in releases if e["version"] in versions]
     return {"devices": devices, "reports": count, "generated": time.time(), "latest_events": latest,
             "unattributed_failures": unattributed, "releases": releases, "device_list": device_list(db)}
+
+
+# The types the summary reads, as parse_report stores them (SQLite keeps whatever a row was given).
+_TYPED = (("received", "'real', 'integer'"), ("device_id", "'text'"), ("event", "'text'"),
+          ("running_version", "'text', 'null'"), ("target_version", "'text', 'null'"), ("reason", "'text', 'null'"),
+          ("channel", "'text', 'null'"), ("raw", "'text'"))
+
+
+def _check_types(db):
+    """ToolError naming the first row a summary cannot read (one not written by ota-tool serve)."""
+    cond = " OR ".join("typeof(%s) NOT IN (%s)" % c for c in _TYPED)
+    row = db.execute("SELECT id, %s FROM reports WHERE %s ORDER BY id LIMIT 1" % (
+        ", ".join(c for c, _ in _TYPED), cond)).fetchone()
+    if row is None:
+        return
+    bad = [(c, v) for (c, allowed), v in zip(_TYPED, row[1:])
+           if ("'%s'" % {type(None): "null", str: "text", float: "real", int: "integer"}.get(type(v), "blob"))
+           not in allowed]
+    raise ToolError("the reports database has a row ota-tool did not write: report %d has %s" % (
+        row[0], ", ".join("%s %r" % cv for cv in bad)),
+        "delete or fix that row (sqlite3 FILE \"DELETE FROM reports WHERE id = %d\"); ota-tool serve writes "
+        "every report checked" % row[0])
 
 
 def device_list(db, limit=DEVICE_LIST_MAX):

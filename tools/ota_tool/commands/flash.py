@@ -46,6 +46,11 @@ def run(args):
 
     if args.merge_only and not args.output:
         raise ToolError("--merge-only needs -o FILE", "e.g. --merge-only -o full.bin")
+    if args.output:
+        from ..files import check_not_input
+
+        check_not_input(args.output, {"--firmware": args.firmware, "--bootloader": args.bootloader,
+                                      "--partitions": args.partitions})
     size = flash_size(args.flash_size)
     app = flashing.read_file(args.firmware, "firmware")
     boot = flashing.read_file(args.bootloader, "bootloader") if args.bootloader else None

@@ -26,6 +26,11 @@ def run(args):
     from .. import files, keys
     from ..errors import ToolError
 
+    from ..filekinds import check_replaceable
+
+    # only a key list may be replaced (a manifest, a key or an image never): before anything is read
+    check_replaceable(args.output, "a key list", keeps=("a signed key list",),
+                      protect=dict((k, "the signing key (--sign-with)") for k in args.sign_with))
     passphrase = os.environ.get(args.passphrase_env) if args.passphrase_env else None
     signers = [keys.load_private(k, passphrase) for k in args.sign_with]
     pubs = []

@@ -35,6 +35,10 @@ def run(args):
 
     from .. import partitions
 
+    if args.output:
+        from ..files import check_not_input
+
+        check_not_input(args.output, {"CSV": args.csv})
     parts, binary = load_table(args.csv, flash_size(args.flash_size))
     try:
         partitions.check_filesystem(parts, args.micropython)

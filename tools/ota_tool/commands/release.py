@@ -11,7 +11,7 @@ DESCRIPTION = (HELP + ". Validates the image (a merged firmware.bin is refused, 
 
 
 def add_arguments(p):
-    from .common import percent
+    from .common import percent, wbits
 
     p.add_argument("image", metavar="FIRMWARE.bin", help="the app image (micropython.bin)")
     p.add_argument("--extract-app", action="store_true",
@@ -25,7 +25,8 @@ def add_arguments(p):
     p.add_argument("--channel", default="stable", help="channel, also the manifest name <channel>.json (default stable)")
     p.add_argument("--board", default="*", help="board id the image is for (default: any)")
     p.add_argument("--compress", action="store_true", help="also publish a zlib artifact")
-    p.add_argument("--wbits", type=int, default=12, help="zlib window bits for compressed/delta artifacts (default 12: 4 KiB on the device)")
+    p.add_argument("--wbits", type=wbits, default=12, metavar="9..15",
+                   help="zlib window bits for compressed/delta artifacts, 9..15 (default 12: a 4 KiB window on the device)")
     p.add_argument("--from", dest="bases", action="append", default=[], metavar="OLD.bin", help="also publish a delta patch from this older image (repeatable)")
     p.add_argument("--percent", type=percent, metavar="N",
                    help="start staged: only N%% of the devices (0..100) may install it (ota-tool rollout widens it)")
