@@ -23,9 +23,9 @@
 # adjustment, and each diff reads inside the base. detools' bsdiff never does otherwise.
 from .compat import add_bytes, const
 from .errors import OTAError
+from .patchio import PatchReader
 
 _IN_BUF = const(512)
-_SIZE_BYTES = const(5)  # 34 bits, beyond any flash: a longer size field is refused, not summed up
 
 _DIFF_SIZE = const(0)
 _DIFF = const(1)
@@ -43,7 +43,7 @@ def max_raw_patch_len(to_size):
     return to_size + to_size // 4 + 4096
 
 
-class Patch:
+class Patch(PatchReader):
     def __init__(self, patch, old, to_size=None):
         self._src = patch
         self._old = old
@@ -84,26 +84,6 @@ class Patch:
             raise OTAError("truncated", "the patch ends after %d of %d bytes of the new image" % (self._to_pos, self.to_size))
         self._pos = 0
         self._end = n
-
-    def _byte(self):
-        if self._pos == self._end:
-            self._fill()
-        b = self._buf[self._pos]
-        self._pos += 1
-        return b
-
-    def _size(self):
-        b = self._byte()
-        value = b & 0x3F
-        negative = b & 0x40
-        shift = 6
-        while b & 0x80:
-            if shift > 6 + 7 * (_SIZE_BYTES - 2):
-                raise OTAError("corrupt_patch", "a size field is longer than %d bytes" % _SIZE_BYTES)
-            b = self._byte()
-            value |= (b & 0x7F) << shift
-            shift += 7
-        return -value if negative else value
 
     def _span(self, what):
         # A diff or extra length: never negative, never past the end of the new image.

@@ -34,6 +34,7 @@ from array import array
 from .compat import add_bytes, const
 from .compat.xtensa import BIAS, code_rules, word_rules
 from .errors import OTAError
+from .patchio import PatchReader
 
 HEADER = const(0x70)
 MAX_RANGES = const(8)
@@ -41,7 +42,6 @@ MAX_MAP = const(256)  # 8 bytes of heap each: a patch cannot ask for more
 MAX_POOLS = const(128)
 _MAX_SEGMENTS = const(16)  # ESP-IDF's limit (esp_app_format.h, ESP_IMAGE_MAX_SEGMENTS)
 _MAX_SHIFT = const(0xFFFFFF)
-_SIZE_BYTES = const(5)  # 34 bits, beyond any flash: a longer size field is refused
 
 # Not ota.delta.Patch's subclass, on purpose: on MicroPython every loaded module costs heap, and
 # this format must not load that one (measured 4.4 KB on the 64-bit unix port).
@@ -60,7 +60,7 @@ def max_raw_patch_len(to_size):
     return to_size + to_size // 4 + 16 * (MAX_MAP + MAX_POOLS) + 4096
 
 
-class RelocPatch:
+class RelocPatch(PatchReader):
     """Also the base read through T: read_at(offset, mv) fills mv with T(base) bytes (the chunks
     read the base this way; the host tool computes T(old) with it)."""
 
@@ -152,25 +152,6 @@ class RelocPatch:
             raise OTAError("truncated", "the patch ends after %d bytes of the new image" % self._to_pos)
         self._pos = 0
         self._end = n
-
-    def _byte(self):
-        if self._pos == self._end:
-            self._fill()
-        self._pos += 1
-        return self._buf[self._pos - 1]
-
-    def _size(self):
-        b = self._byte()
-        v = b & 0x3F
-        neg = b & 0x40
-        shift = 6
-        while b & 0x80:
-            if shift > 6 + 7 * (_SIZE_BYTES - 2):
-                raise OTAError("corrupt_patch", "a size field is longer than %d bytes" % _SIZE_BYTES)
-            b = self._byte()
-            v |= (b & 0x7F) << shift
-            shift += 7
-        return -v if neg else v
 
     def readinto(self, buf):
         want = len(buf)

@@ -295,8 +295,9 @@ def ledger_state(dev):
 
 class DripProxy:
     """A TCP relay in front of `upstream` (host, port): what the client sends goes through at once,
-    what the server sends comes back one byte every `every` seconds, for `hold` seconds at most.
-    An on-path attacker or a slow-loris mirror; it needs no certificate (it relays the real TLS)."""
+    what the server sends comes back one byte every `every` seconds, for `hold` seconds at most
+    (`drip` False: at once). An on-path attacker or a slow-loris mirror; it needs no certificate
+    (it relays the real TLS). close_connections() hangs up on the client and the server."""
 
     def __init__(self, upstream, every, hold):
         import socket
@@ -310,6 +311,8 @@ class DripProxy:
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.stopped = False
+        self.drip = True
+        self.conns = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -325,6 +328,7 @@ class DripProxy:
             except OSError:
                 return
             u = socket.create_connection(self.upstream)
+            self.conns += [c, u]
             threading.Thread(target=self._up, args=(c, u), daemon=True).start()
             threading.Thread(target=self._down, args=(u, c), daemon=True).start()
 
@@ -345,6 +349,9 @@ class DripProxy:
                 d = u.recv(4096)
                 if not d:
                     break
+                if not self.drip:
+                    c.sendall(d)
+                    continue
                 for i in range(len(d)):
                     if time.time() - t0 >= self.hold:
                         break
@@ -358,7 +365,15 @@ class DripProxy:
             except OSError:
                 pass
 
+    def close_connections(self):
+        for s in self.conns:
+            try:
+                s.close()
+            except OSError:
+                pass
+
     def stop(self):
         self.stopped = True
         self.sock.close()
         self.thread.join(2)
+        self.close_connections()

@@ -5,7 +5,8 @@ from urllib.parse import urlparse
 
 from ota_tool import sim
 
-from .lab import DripProxy, Lab, agent, fresh
+from .lab import Lab, agent, fresh
+from .rt import DripProxy
 
 
 # (The review's MicroPython handshake drip is tests/ota/test_http.py's tls_handshake_drip case.)
@@ -24,7 +25,7 @@ def test_watchdog_reset_in_the_server_check_is_not_the_release_s_failure(tmp_pat
     Fixed: the first-boot server check is time-boxed to three quarters of the watchdog's period
     (ota.probation.time_left, HttpFetcher.deadline)."""
     lab = Lab(tmp_path)
-    proxy = DripProxy(urlparse(lab.srv.url).port, period=0.5)
+    proxy = DripProxy(("127.0.0.1", urlparse(lab.srv.url).port), 0.5, hold=3600)
     src = "https://127.0.0.1:%d/stable.json" % proxy.port
     lab.put("ota.json", json.dumps({"source": src, "keys": {"release": lab.pub}, "device_id": "rev-1",
                                     "probation_watchdog": 4}).encode())
@@ -56,11 +57,7 @@ def test_watchdog_reset_in_the_server_check_is_not_the_release_s_failure(tmp_pat
             # the server check gives up before the watchdog fires, and the agent rolls back itself:
             # a network too slow to answer is excused (never known_bad), not a crash of the release
             assert out.kind == sim.RESET and out.cause != sim.BY_WATCHDOG, out
-            for c in list(proxy.conns):
-                try:
-                    c.close()
-                except OSError:
-                    pass
+            proxy.close_connections()
         proxy.drip = False
         out = lab.run(check)
         events.append(("check", out.kind, out.value))
@@ -69,5 +66,5 @@ def test_watchdog_reset_in_the_server_check_is_not_the_release_s_failure(tmp_pat
         log = devfs.get(lab.dev.path, "ota.log").decode() if hasattr(devfs, "get") else ""
         assert out.kind == sim.RESET, (events, [ln for ln in log.splitlines() if "known_bad" in ln][-1:])
     finally:
-        proxy.close()
+        proxy.stop()
         lab.close()

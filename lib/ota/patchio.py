@@ -1,0 +1,30 @@
+# The byte reader both patch formats share (ota.delta's detools patch, ota.reloc's relocation
+# patch): bytes from the inflated patch through one small buffer, and detools' size fields.
+from .compat import const
+from .errors import OTAError
+
+_SIZE_BYTES = const(5)  # 34 bits, beyond any flash: a longer size field is refused, not summed up
+
+
+class PatchReader:
+    # Subclasses set _src (readinto), _buf, _pos, _end and define _fill() (their own message).
+
+    def _byte(self):
+        if self._pos == self._end:
+            self._fill()
+        self._pos += 1
+        return self._buf[self._pos - 1]
+
+    def _size(self):
+        # detools' size: 6 bits, a sign bit and a continuation bit, then 7 bits per byte
+        b = self._byte()
+        value = b & 0x3F
+        negative = b & 0x40
+        shift = 6
+        while b & 0x80:
+            if shift > 6 + 7 * (_SIZE_BYTES - 2):
+                raise OTAError("corrupt_patch", "a size field is longer than %d bytes" % _SIZE_BYTES)
+            b = self._byte()
+            value |= (b & 0x7F) << shift
+            shift += 7
+        return -value if negative else value
