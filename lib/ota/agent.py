@@ -31,14 +31,19 @@ def _time_box(fetcher):
     # While the probation watchdog runs (ota.probation), the server check must end before it
     # fires: cut off by it, the check would pass for the release's own failure (a reset), where a
     # network too slow to answer is excused (see _rollback).
-    import sys
-
-    probation = sys.modules.get("ota.probation")  # loaded by boot.py when it armed the watchdog
+    probation = _probation()
     left = probation.time_left() if probation is not None else None
     if left is not None:
         from .compat import ticks_add, ticks_ms
 
         fetcher.deadline = ticks_add(ticks_ms(), left if left > 0 else 0)
+
+
+def _probation():
+    # ota.probation when boot.py loaded it (it armed the watchdog), else None: never loaded here
+    import sys
+
+    return sys.modules.get("ota.probation")
 
 
 def _time_for(fetcher, ms):
@@ -597,6 +602,9 @@ class Agent:
         probe = ledger.probe(run)
         if probe is None or not probe.get("undecided"):
             return None
+        probation = _probation()
+        if probation is not None:
+            probation.rearm()  # the time box of the boot is long spent: this judgement gets a whole one
         ok, why = self._self_test_ok()
         if ok is None:
             return self._refused(OTAError("clock_unset", "the running image is not judged yet: %s" % why))
@@ -609,6 +617,8 @@ class Agent:
             return None  # not reached
         ledger.set_probe(None)
         self._settle(run, True)
+        if probation is not None:
+            probation.end()  # confirmed: as main.py does after boot()
         self.report("confirmed", running_version=self._running_version(), boot_attempts=probe["tries"])
         return None
 

@@ -60,6 +60,15 @@ def time_left():
     return _armed[1] - (_armed[1] >> 2) - ticks_diff(ticks_ms(), _armed[0])
 
 
+def rearm():
+    """Restart the countdown of the watchdog start() armed, if any: a check is about to judge the
+    image (its boot could not), with the whole period before it."""
+    global _armed
+    if _armed is not None:
+        machine.WDT(timeout=_armed[1])  # a second WDT(...) restarts the same watchdog's countdown
+        _armed = (ticks_ms(), _armed[1])
+
+
 def end():
     """The image confirmed itself: the watchdog goes to its longest timeout."""
     global _armed

@@ -49,8 +49,10 @@ def run(args):
     if args.output:
         from ..files import check_not_input
 
+        from ..sim import DEFAULT_PARTITIONS
+
         check_not_input(args.output, {"--firmware": args.firmware, "--bootloader": args.bootloader,
-                                      "--partitions": args.partitions})
+                                      "--partitions": args.partitions or DEFAULT_PARTITIONS})
     size = flash_size(args.flash_size)
     app = flashing.read_file(args.firmware, "firmware")
     boot = flashing.read_file(args.bootloader, "bootloader") if args.bootloader else None
