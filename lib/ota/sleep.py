@@ -4,12 +4,13 @@
 # bootloader_utility.c, bootloader_utility_load_boot_image_from_deep_sleep). So:
 #  - an update installed with reboot=False (set_boot done, the new slot not booted yet) is NOT
 #    applied by a wake: only a reset boots it -> deepsleep() resets instead of sleeping;
-#  - an image still on probation (PENDING_VERIFY, or the agent's boot counter running) is neither
+#  - an image still on probation (bootstate.unconfirmed: PENDING_VERIFY, NEW or UNDEFINED at run
+#    time, or the agent's boot counter running) is neither
 #    confirmed nor rolled back by the bootloader on wake -> deepsleep() refuses: confirm it
 #    (agent.boot(), ota.confirm()) or roll it back first.
 import machine
 
-from . import bootstate, ledger, otadata, slot
+from . import bootstate, slot
 from .errors import OTAError
 
 
@@ -17,8 +18,7 @@ def deepsleep(ms=None):
     """machine.deepsleep(ms), unless an update is waiting for its boot (then machine.reset(), which
     boots it) or the running image is not confirmed yet (then OTAError "pending_verify")."""
     run = slot.running()
-    st = bootstate.running_state(run)
-    if st in (otadata.PENDING_VERIFY, otadata.NEW) or ledger.probe(run) is not None:
+    if bootstate.unconfirmed(run):
         raise OTAError("pending_verify", "the running image is not confirmed yet: confirm it (agent.boot(), "
                                          "ota.confirm()) before deep sleep, or a wake skips the bootloader's decision")
     nxt = slot.boot()
