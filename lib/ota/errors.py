@@ -5,6 +5,7 @@
 class OTAError(Exception):
     retry_after = None  # type: int | None  # seconds, when a server said when to come back (HTTP 429/503)
     written = 0  # bytes of the image already in the slot when an install stopped
+    target_version = None  # type: str | None  # the release a policy refusal is about (status reports)
 
     def __init__(self, reason, message=""):
         super().__init__(reason, message)

@@ -7,7 +7,13 @@ _SIZE_BYTES = const(5)  # 34 bits, beyond any flash: a longer size field is refu
 
 
 class PatchReader:
-    # Subclasses set _src (readinto), _buf, _pos, _end and define _fill() (their own message).
+    # Subclasses set _src (readinto) and _buf, and define _fill() (with their own message).
+    _buf = bytearray(0)
+    _pos = 0
+    _end = 0
+
+    def _fill(self):
+        raise NotImplementedError
 
     def _byte(self):
         if self._pos == self._end:

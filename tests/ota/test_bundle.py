@@ -39,7 +39,7 @@ FW = {v: images.app_image(v, size=SMALL, seed=i + 1, flags={"fw": v}) for i, v i
 FW2_BAD = images.app_image("2.0.0", size=SMALL, seed=9, flags={"fw": "2.0.0", "selftest_fails": True})
 # install with the signature check and zlib files (64-bit unix port; ~93k measured): where the heap
 # has no contiguous 4 KiB for a decompressor window the raw file is downloaded instead
-BUNDLE_HEAP = "112k"
+BUNDLE_HEAP = "116k"  # 112k failed 1 run in 5 after the review fixes (the heap a run needs varies with its server port and key: README "Heap")
 
 
 def sha_hex(data):
