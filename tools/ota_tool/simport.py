@@ -39,7 +39,7 @@ from .errors import ToolError
 # The simulated board's MicroPython heap (-X heapsize of the 64-bit unix port) for the device code;
 # the simulator's own modules come on top (ota_tool.sim.sim_footprint). The figure and why: README
 # "The simulated board's heap".
-DEFAULT_HEAP = "192k"
+DEFAULT_HEAP = "208k"
 
 RESET_BY_CODE = signal.SIGUSR1  # machine.reset(): the process ends, the chip resets
 SOFT_RESET = signal.SIGUSR2  # sys.exit() out of boot.py/main.py: MicroPython restarts, the chip does not
