@@ -439,7 +439,8 @@ class Agent:
                 except OTAError as e:
                     return None, str(e)
             fetcher = self._fetcher(self.cfg) if tries else None
-            fetcher is None or _time_box(fetcher)
+            if fetcher is not None:
+                _time_box(fetcher)
             try:
                 for i in range(tries):
                     try:

@@ -38,7 +38,7 @@ def _read_full(source, mv, want):
 
 
 def _counting(run):
-    # ota.ledger.probe without loading ota.ledger: an "probe" i32 for this OTA slot ((index + 1) << 16)
+    # ota.ledger.probe without loading ota.ledger: a "probe" i32 for this OTA slot ((index + 1) << 16)
     from . import state
 
     v = state.get_int("probe")
