@@ -39,7 +39,7 @@ FW = {v: images.app_image(v, size=SMALL, seed=i + 1, flags={"fw": v}) for i, v i
 FW2_BAD = images.app_image("2.0.0", size=SMALL, seed=9, flags={"fw": "2.0.0", "selftest_fails": True})
 # install with the signature check and zlib files (64-bit unix port; ~93k measured): where the heap
 # has no contiguous 4 KiB for a decompressor window the raw file is downloaded instead
-BUNDLE_HEAP = "116k"  # 112k failed 1 run in 5 after the review fixes (the heap a run needs varies with its server port and key: README "Heap")
+BUNDLE_HEAP = "128k"  # 112k passes most runs; the heap a run needs varies by several KiB with its random server port, key and paths (README "Heap"): 116k failed 1 CI run in 3
 
 
 def sha_hex(data):
@@ -905,7 +905,7 @@ def test_power_cut_switch_under_micropython(tmp_path, capsys):
         print("\napp switch under MicroPython: %d flash operations, %d power cuts tried" % (total, tried))
 
 
-AGENT_HEAP = "180k"  # the signed HTTPS flow with the library's bytecode in the heap (160k before ota.ledger; 176k before the review fixes of issue 14-16: probation judged at a check, the time-boxed server check)
+AGENT_HEAP = "196k"  # the signed HTTPS flow and app bundles, the library's bytecode in the heap (160k before ota.ledger; 180k passes most runs since issue 14's review fixes: a margin, as the heap a run needs varies by several KiB with its random port, key and paths)
 
 MP_MAIN = """
 import simhw

@@ -143,8 +143,9 @@ def test_whole_simulator_runs_inside_micropython(tmp_path):
 
 # see README "Heap": ~35 KB of it is the library's bytecode on this 64-bit port; the image walk's
 # load-address check (ota.memmap, issue 14 item 10) loads at its end: 63k before it, 68k with it; 71k
-# since the client's kept connection, minimum body rate, handshake and caller deadlines (issues 17, 14)
-HTTPS_HEAP = "71k"
+# since the client's kept connection, minimum body rate, handshake and caller deadlines (issues 17, 14),
+# where 72k fails (a 3-4 KB block finds no hole: README "Heap") and 74k-80k pass: run at 76k
+HTTPS_HEAP = "76k"
 
 
 def test_https_download_into_the_slot(tmp_path):
