@@ -133,10 +133,7 @@ class Patch(PatchReader):
                 self._left = self._span("extra")
                 self._state = _EXTRA if self._left else _ADJUST
             elif state == _ADJUST:
-                pos = self._old_pos + self._size()
-                if pos < 0 or pos > self._old_size:
-                    raise OTAError("corrupt_patch", "base position %d is outside the %d-byte base" % (pos, self._old_size))
-                self._old_pos = pos
+                self._seek_base()
                 self._state = _END if self._to_pos == self.to_size else _DIFF_SIZE
             elif state == _END:
                 if self._pos != self._end or self._src.readinto(self._buf):

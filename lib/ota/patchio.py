@@ -7,10 +7,12 @@ _SIZE_BYTES = const(5)  # 34 bits, beyond any flash: a longer size field is refu
 
 
 class PatchReader:
-    # Subclasses set _src (readinto) and _buf, and define _fill() (with their own message).
+    # Subclasses set _src (readinto), _buf and _old_size, and define _fill() (with their own message).
     _buf = bytearray(0)
     _pos = 0
     _end = 0
+    _old_pos = 0
+    _old_size = 0
 
     def _fill(self):
         raise NotImplementedError
@@ -34,3 +36,10 @@ class PatchReader:
             value |= (b & 0x7F) << shift
             shift += 7
         return -value if negative else value
+
+    def _seek_base(self):
+        # detools' adjustment after a chunk: the base position moves by a signed size, inside the base
+        pos = self._old_pos + self._size()
+        if pos < 0 or pos > self._old_size:
+            raise OTAError("corrupt_patch", "base position %d is outside the %d-byte base" % (pos, self._old_size))
+        self._old_pos = pos
