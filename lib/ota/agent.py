@@ -505,6 +505,11 @@ class Agent:
 
             try:
                 self.app_state = app.recover(self.cfg["boot_retry_limit"])
+                if self.app_state == "rolled_back":  # at boot: counted out, or an interrupted one
+                    j = app.journal()
+                    why = j.get("why") or "rolled back"
+                    ledger.report_later({"event": "rolled_back", "reason": why, "app_version": j.get("rv")})
+                    self.log("rolled_back", reason=why, app_version=j.get("rv"))
             except Exception as e:  # the updater must keep running to repair it: the app must not
                 print("ota: app tree recovery failed: %r" % (e,))
                 self.app_state = "error"

@@ -11,6 +11,7 @@
 #   fw, fwv  firmware manifest SHA-256 (hex) and version a staged tree waits for; slot: where it ran
 #   old      R existed when the switch began     tries  boots of an unbound app on probation
 #   bad      [m, n]: the document whose tree failed its self-test, n times
+#   why, rv  after a rollback: its reason, and the version it went back from
 import json
 
 from .compat import fs
@@ -227,6 +228,8 @@ def _finish_rollback(j):
     nj = {"root": j["root"], "phase": "confirmed", "v": j.get("ov"), "req": j.get("oreq"), "docs": j.get("odocs")}
     if j.get("bad"):
         nj["bad"] = j["bad"]
+    if j.get("why"):
+        nj["why"], nj["rv"] = j["why"], j.get("v")  # what went back, and why: for the agent's report
     set_journal(nj)
     clear(D)
 
@@ -254,6 +257,12 @@ def pending():
     """Whether an app update alone (no firmware with it) waits for its self-test."""
     j = journal()
     return j.get("phase") == "swapped" and not j.get("fw")
+
+
+def on_probation():
+    """Whether a tree switched to (or being switched to) waits for its confirmation: boot.py arms
+    the probation watchdog for it (ota.probation), as for a firmware."""
+    return journal().get("phase") in ("swapping", "swapped")
 
 
 def recover(retry_limit=1):

@@ -105,6 +105,8 @@ def resolve_url(base, location):
         return scheme + "://" + authority + location
     k = target.find("?")
     path = target if k < 0 else target[:k]
+    if location.startswith("?"):  # RFC 3986 5.2.2: the same path, another query
+        return scheme + "://" + authority + path + location
     return scheme + "://" + authority + path[: path.rfind("/") + 1] + location
 
 
@@ -250,9 +252,12 @@ class HttpBody:
             budget = self._headers(since, budget, False)  # 1xx: informational, skipped
         else:
             raise _bad(self._where, "too many 1xx responses")
-        if self.chunked:
+        if status == 204 or status == 304:
+            self.length = 0  # RFC 9112 6.3: never a body, whatever Content-Length says
+            self.chunked = False
+        elif self.chunked:
             self.length = None  # RFC 9112: Transfer-Encoding overrides Content-Length
-        elif self.length is None and status in (204, 205, 304):
+        elif self.length is None and status == 205:
             self.length = 0
         elif self.length is None:
             self._keep = False  # a body that ends when the connection does

@@ -3,7 +3,8 @@
 # On an ESP32 an uncaught exception out of boot.py or main.py prints a traceback and leaves the
 # board at the REPL, and nothing resets it (MicroPython ports/esp32/main.c, mp_task); a hang stays
 # a hang. Either way an image waiting for its confirmation is neither confirmed nor rolled back
-# until someone power-cycles the board. So while the running image is on probation:
+# until someone power-cycles the board. So while the running image (or a new app tree: the same
+# self-test confirms it) is on probation:
 #   start()    first thing at boot: arm the task watchdog (machine.WDT, setting
 #              "probation_watchdog" in seconds): a hang anywhere before the confirmation resets
 #              the board, and the bootloader rolls the image back
@@ -22,13 +23,25 @@ LONGEST_MS = 0x7FFFFFFF
 _armed = None  # (ticks_ms, timeout ms) when start() armed the watchdog; boot.py and main.py share it
 
 
+APP_JOURNAL = "ota-app.journal"  # ota.apptree.JOURNAL: app bundle code is loaded only where it exists
+
+
 def on_probation():
     """True while the running image waits for its confirmation (ota.bootstate.unconfirmed:
     ESP-IDF's PENDING_VERIFY, NEW under a bootloader without app rollback, or the agent's own boot
-    counter for this slot)."""
+    counter for this slot), or an app tree switched to does (ota.apptree.on_probation): its
+    self-test imports the new app, which may hang as well as a firmware."""
     from . import bootstate
 
-    return bootstate.unconfirmed()
+    if bootstate.unconfirmed():
+        return True
+    from .compat import fs
+
+    if not fs.exists(APP_JOURNAL):
+        return False
+    from . import apptree
+
+    return apptree.on_probation()
 
 
 def start():

@@ -209,11 +209,11 @@ print("check", a.check_now(), time.gmtime()[0] >= 2024)
 """ % (str(world["tmp"] / "ca.der"), world["url"])
     (world["tmp"] / "ca.der").write_bytes(world["srv"].ca_der)
     monkeypatch.setenv(sntp.ENV, "off")
-    out = dev.run_micropython(code, heap="184k")  # a fetcher of its own beside the agent (AGENT_HEAP)
+    out = dev.run_micropython(code, heap="200k")  # a fetcher of its own beside the agent (AGENT_HEAP)
     assert "year 2000" in out.stdout and "before tls_verify" in out.stdout, out.stdout + out.stderr
     assert "check failed" in out.stdout  # clock_unset: no TLS attempted
     monkeypatch.delenv(sntp.ENV)
-    out = dev.run_micropython(code, heap="184k")  # a fetcher of its own beside the agent (AGENT_HEAP)
+    out = dev.run_micropython(code, heap="200k")  # a fetcher of its own beside the agent (AGENT_HEAP)
     assert "check up_to_date True" in out.stdout, out.stdout + out.stderr
 
 

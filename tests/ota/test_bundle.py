@@ -905,7 +905,7 @@ def test_power_cut_switch_under_micropython(tmp_path, capsys):
         print("\napp switch under MicroPython: %d flash operations, %d power cuts tried" % (total, tried))
 
 
-AGENT_HEAP = "196k"  # the signed HTTPS flow and app bundles, the library's bytecode in the heap (160k before ota.ledger; 180k passes most runs since issue 14's review fixes: a margin, as the heap a run needs varies by several KiB with its random port, key and paths)
+AGENT_HEAP = "212k"  # the signed HTTPS flow and app bundles, the library's bytecode in the heap (160k before ota.ledger; 180k passes most runs since issue 14's review fixes; 196k failed 1 run in 3 on 2026-12-06, out of memory with 61 KB free: a margin, as the heap a run needs varies by several KiB with its random port, key and paths)
 
 MP_MAIN = """
 import simhw

@@ -371,6 +371,12 @@ def build_scenarios(server):
             "err", reasons={"http_503"})
     add("status_304", _send_close(response(304, b"", length=False)), "err", reasons={"http_304"})
 
+    def no_body_whatever_its_length(conn, req):  # RFC 9112 6.3: a 304 ends with its head
+        conn.send(response(304, b"", ["Content-Length: 5000"], length=False))
+        conn.wait(5)
+        conn.close()
+    add("status_304_length", no_body_whatever_its_length, "err", reasons={"http_304"})
+
     # redirects
     add("redir_loop", _send_close(response(302, b"", ["Location: /redir_loop"])), "err",
         reasons={"too_many_redirects"})
@@ -677,6 +683,7 @@ def test_resolve_url():
     assert resolve_url(base, "/root.bin") == "https://h:1/root.bin"
     assert resolve_url(base, "//cdn/x") == "https://cdn/x"
     assert resolve_url(base, "https://cdn/y") == "https://cdn/y"
+    assert resolve_url(base, "?y=2") == "https://h:1/dir/file.bin?y=2"  # RFC 3986 5.2.2
 
 
 def test_no_ca_and_bad_ca():

@@ -99,12 +99,21 @@ def _publish(out_dir, name, data):
 
 
 def build(files, version, signing_keys, out_dir, doc_type="app", root="app", channel="stable", compress=False,
-          requires_firmware=None, name=None, created=None, extra=None):
+          requires_firmware=None, name=None, created=None, extra=None, replace=None, allow_older=None):
     """Write a signed bundle of `files` [(path, bytes)] into the repository `out_dir`. Returns a
-    summary. The document is checked with the device's parser before anything is written."""
+    summary. The document is checked with the device's parser before anything is written.
+    replace/allow_older (what `ota-tool release-app` asks; None checks nothing): the rule of
+    ota_tool.release.version_guard over the document already published under the same name."""
+    from .release import check_name, published, version_guard
+
     if doc_type not in device_bundle.TYPES:
         raise ToolError("document type must be one of %s" % ", ".join(device_bundle.TYPES), "app or config")
     _device(device_manifest.parse_version, version)
+    name = check_name(name, "--name") if name else "%s-%s.json" % (check_name(channel), doc_type)
+    if replace is not None or allow_older is not None:
+        before = published(os.path.join(out_dir, name), doc_type)
+        if before is not None:
+            version_guard(before, name, version, replace, allow_older, "%s bundle" % doc_type)
     root = root.strip("/")
     _device(device_bundle.check_root, root)
     if requires_firmware:
@@ -140,7 +149,6 @@ def build(files, version, signing_keys, out_dir, doc_type="app", root="app", cha
     os.makedirs(out_dir, exist_ok=True)
     for art, data in artifacts.items():
         _publish(out_dir, art, data)
-    name = name or "%s-%s.json" % (channel, doc_type)
     write_atomic(os.path.join(out_dir, name), blob)
     return {"manifest": os.path.join(out_dir, name), "type": doc_type, "version": version, "root": root,
             "files": entries, "document_sha256": b.hex, "document_bytes": len(blob),

@@ -111,8 +111,39 @@ def zlib_artifact(data, wbits):
     return c.compress(data) + c.flush()
 
 
-def published(path):
-    """The firmware manifest document already at `path` (a dict, signatures not checked: this is
+def check_name(name, option="--channel"):
+    """A channel or document name: one file in the repository folder, and a URL path segment a
+    device accepts (letters, digits, ".", "_", "-"; not starting with "." or "-"). ToolError else."""
+    if not (isinstance(name, str) and 0 < len(name) <= 64 and re.match(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$", name)):
+        raise ToolError("%s %r is not a name: up to 64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+                        % (option, name), "the name of a file in the repository folder, e.g. stable or beta-2")
+    return name
+
+
+def version_guard(before, name, version, replace, allow_older, what="release"):
+    """The rule of `ota-tool release` and `release-app` over the document `before` already
+    published as `name`: devices take the same version as installed already (a changed one would
+    never reach them) and refuse an older one. Returns the old version's key, or None."""
+    new_key = device_version.key(version)
+    try:
+        old_key = device_version.key(before.get("version"))
+    except (OTAError, TypeError, AttributeError):
+        return None
+    if old_key == new_key and not replace:
+        raise ToolError("%s already publishes %s %s: releasing it again would replace what devices see "
+                        "(its stage and its artifacts)" % (name, what, version),
+                        "release a new version, or add --replace (the stage and the artifacts that still fit "
+                        "the image are kept)" if what == "release" else
+                        "release a new version, or add --replace (devices that installed %s keep the one they have)" % version)
+    if new_key < old_key and not allow_older:
+        raise ToolError("%s publishes %s, newer than %s: devices refuse an older %s (downgrade)" % (
+            name, before.get("version"), version, what), "release a higher version (the old code under a new number), or add "
+                                                          "--allow-older (devices install it only with allow_downgrade)")
+    return old_key
+
+
+def published(path, doc_type="firmware"):
+    """The signed document of `doc_type` already at `path` (a dict, signatures not checked: this is
     about what the folder holds), or None when there is none. ToolError if it is something else."""
     try:
         with open(path, "rb") as f:
@@ -131,9 +162,10 @@ def published(path):
         doc = json.loads(device_manifest.split(blob)[1])
     except (OTAError, ValueError, UnicodeError):
         doc = None
-    if not isinstance(doc, dict) or doc.get("type") != "firmware":
-        raise ToolError("%s exists and is not a firmware manifest: refusing to write over it" % path,
-                        "give another --channel or --out")
+    if not isinstance(doc, dict) or doc.get("type") != doc_type:
+        raise ToolError("%s exists and is not a%s %s %s: refusing to write over it" % (
+            path, "n" if doc_type[0] in "aeiou" else "", doc_type, "manifest" if doc_type == "firmware" else "document"),
+            "give another --channel or --out")
     return doc
 
 
@@ -196,27 +228,13 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
     if too_small:
         warnings.append("the image (%d bytes) does not fit every OTA slot of the layout (%s): devices refuse it as "
                         "too_large where it lands in a smaller one" % (len(image), ", ".join(map(str, too_small))))
-    manifest_file = manifest_name or "%s.json" % channel
+    manifest_file = check_name(manifest_name, "manifest name") if manifest_name else "%s.json" % check_name(channel)
     guarded = replace is not None or allow_older is not None
     before = published(os.path.join(out_dir, manifest_file)) if guarded else None
     kept = kept_extra = []
     staged = stage(percent, salt, halt)
     if before is not None:
-        old = before.get("version")
-        try:
-            old_key = device_version.key(old)
-        except (OTAError, TypeError, AttributeError):
-            old_key = None
-        if old_key == new_key and not replace:
-            raise ToolError("%s already publishes release %s: releasing it again would replace what devices see "
-                            "(its stage and its artifacts)" % (manifest_file, version),
-                            "release a new version, or add --replace (the stage and the artifacts that still fit "
-                            "the image are kept)")
-        if old_key is not None and new_key < old_key and not allow_older:
-            raise ToolError("%s publishes %s, newer than %s: devices refuse an older release (downgrade)" % (
-                manifest_file, old, version), "release a higher version (the old code under a new number), or add "
-                                     "--allow-older (devices install it only with allow_downgrade)")
-        if old_key == new_key:
+        if version_guard(before, manifest_file, version, replace, allow_older) == new_key:
             if percent is None and not halt:
                 staged = {k: before[k] for k in ("rollout", "halted") if k in before}
             if before.get("image", {}).get("sha256") == sha256_hex(image):

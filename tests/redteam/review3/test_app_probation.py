@@ -61,3 +61,17 @@ def test_an_app_bundle_whose_self_test_hangs_is_not_left_hanging(board):
     out = dev.run_micropython(BOARD, HEAP, timeout=15)  # a 4 s watchdog would have reset it long before
     assert out.kind != sim.HUNG, "the board hangs in the new app's self-test, with no watchdog: %r\n%s" % (
         out, out.stdout[-1500:])
+    # Fixed: boot.py arms the watchdog for an app on probation too; its reset counts as a boot of
+    # the app, the next boot restores the tree before it, and after KNOWN_BAD_AFTER (2) failures
+    # the agent refuses that app (known_bad) and keeps the board on its update schedule.
+    assert out.kind == sim.RESET and out.cause == sim.BY_WATCHDOG, out
+    seen = []
+    for _ in range(4):
+        out = dev.run_micropython(BOARD, HEAP, timeout=10)
+        seen.append((out.kind, out.cause))
+        if out.kind == sim.HUNG:
+            break
+    assert out.kind == sim.HUNG, seen  # the agent's schedule, the hanging app not installed again
+    assert json.loads(devfs.get(dev.path, "ota-app.journal"))["phase"] != "swapped"
+    log = devfs.get(dev.path, "ota.log").decode()
+    assert "no successful self-test" in log and '"reason": "known_bad"' in log, log[-2000:]

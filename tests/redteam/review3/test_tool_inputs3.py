@@ -51,3 +51,28 @@ def test_release_app_refuses_a_changed_app_under_a_published_version(tmp_path):
     (src / "app.py").write_text("VERSION = 2  # a fix\n")
     rc = _tool("release-app", src, "--key", key, "--version", "1.0.0", "-o", repo)
     assert rc == 1, "a changed app was signed again as 1.0.0 (exit %d): devices on 1.0.0 never get it" % rc
+    # Fixed: the rule of `release` (ota_tool.release.version_guard), with its two ways through.
+    assert _tool("release-app", src, "--key", key, "--version", "1.0.0", "-o", repo, "--replace") == 0
+    assert _tool("release-app", src, "--key", key, "--version", "0.9.0", "-o", repo) == 1  # devices: downgrade
+    assert _tool("release-app", src, "--key", key, "--version", "0.9.0", "-o", repo, "--allow-older") == 0
+    assert _tool("release-app", src, "--key", key, "--version", "1.1.0", "-o", repo) == 0
+
+
+def test_channel_and_document_names_are_one_file_in_the_repository(tmp_path, capsys):
+    key = str(tmp_path / "k.pem")
+    keys.generate(key)
+    app = tmp_path / "app.bin"
+    app.write_bytes(images.app_image("1.0.0", size=SMALL, seed=1))
+    src = tmp_path / "app"
+    src.mkdir()
+    (src / "app.py").write_text("VERSION = 1\n")
+    repo = tmp_path / "repo"
+    for bad in ("../escape", "a b", ".hidden", "-x", "a/b", "x" * 65, ""):
+        assert _tool("release", app, "--key", key, "--version", "1.0.0", "-o", repo, "--channel=" + bad) == 1, bad
+        assert _tool("release-app", src, "--key", key, "--version", "1.0.0", "-o", repo, "--channel=" + bad) == 1, bad
+        assert "is not a name" in capsys.readouterr().err
+    assert _tool("release-app", src, "--key", key, "--version", "1.0.0", "-o", repo, "--name", "../x.json") == 1
+    assert not os.path.exists(tmp_path / "x.json") and not os.path.exists(tmp_path / "escape.json")
+    assert not repo.exists() or not os.listdir(repo)  # refused before anything was written
+    assert _tool("release", app, "--key", key, "--version", "1.0.0", "-o", repo, "--channel", "beta-2.x") == 0
+    assert (repo / "beta-2.x.json").exists()

@@ -24,6 +24,10 @@ def add_arguments(p):
     p.add_argument("--out", "-o", default="repo", help="repository folder (default ./repo)")
     p.add_argument("--channel", default="stable", help="channel (default stable): the document is <channel>-app.json")
     p.add_argument("--name", help="document file name instead of <channel>-app.json / <channel>-config.json")
+    p.add_argument("--replace", action="store_true", help="sign again the version already published under this name "
+                   "(devices that installed it keep theirs: release a new version to reach them)")
+    p.add_argument("--allow-older", action="store_true", help="publish a version older than the one published "
+                   "(devices install it only with allow_downgrade)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -38,7 +42,7 @@ def run(args):
     passphrase = env_passphrase(args.passphrase_env)
     signers = [keys.load_private(k, passphrase) for k in args.key]
     kw = dict(root=args.root, channel=args.channel, compress=args.compress,
-              requires_firmware=args.requires_firmware, name=args.name)
+              requires_firmware=args.requires_firmware, name=args.name, replace=args.replace, allow_older=args.allow_older)
     if args.config:
         info = app_release.build_config(args.config, args.version, signers, args.out, path=args.config_path, **kw)
     else:
