@@ -287,6 +287,8 @@ class Session:
             except ToolError:
                 # The host tool refuses the image (one the bootloader would refuse): a publisher
                 # with another tool signs it anyway. The same document with this image, raw.
+                if self.images.get(img.version) is img:
+                    raise  # the good image itself: the tool's refusal is the world's defect
                 doc = dict(self.template(self.images.get(img.version), "raw"))
                 art = release.artifact_name(img.data, "bin")
                 write_atomic(os.path.join(self.repo, art), img.data)
@@ -302,9 +304,12 @@ class Session:
 # The device's heap under the unix port: the agent's budget (tests/ota/test_agent.py AGENT_HEAP, 176k,
 # one release key) + 16k for this harness (the records, ota.status() before and after a check) +
 # 16k for a trust of two keys with threshold 2 (two signatures on every document). Measured on the
-# CI sample's runs (main with ota.ledger and delta): one ran out of memory at 192k, all fit at 208k.
-# A MemoryError is caught by the agent: the check ends "out_of_memory", judged a:out_of_memory.
-MP_HEAP = "208k"
+# CI sample's runs (main with ota.ledger and delta): one ran out of memory at 192k, all fit at 208k;
+# then (2026-12-06) eight more lines in Agent._boot made one sample run (a key rotation to a
+# threshold of two, a cut at flash op 2) run out at 208k: the heap decides by its largest hole, so a
+# margin of 16k more. A MemoryError is caught by the agent: the check ends "out_of_memory", judged
+# a:out_of_memory.
+MP_HEAP = "224k"
 
 
 def power_cycle(dev, cycle, args, interpreter):

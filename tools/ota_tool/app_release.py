@@ -104,12 +104,12 @@ def build(files, version, signing_keys, out_dir, doc_type="app", root="app", cha
     summary. The document is checked with the device's parser before anything is written.
     replace/allow_older (what `ota-tool release-app` asks; None checks nothing): the rule of
     ota_tool.release.version_guard over the document already published under the same name."""
-    from .release import check_name, published, version_guard
+    from .release import check_file_name, check_name, published, version_guard
 
     if doc_type not in device_bundle.TYPES:
         raise ToolError("document type must be one of %s" % ", ".join(device_bundle.TYPES), "app or config")
     _device(device_manifest.parse_version, version)
-    name = check_name(name, "--name") if name else "%s-%s.json" % (check_name(channel), doc_type)
+    name = check_file_name(name, "--name") if name else "%s-%s.json" % (check_name(channel), doc_type)
     if replace is not None or allow_older is not None:
         before = published(os.path.join(out_dir, name), doc_type)
         if before is not None:

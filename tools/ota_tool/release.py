@@ -120,6 +120,14 @@ def check_name(name, option="--channel"):
     return name
 
 
+def check_file_name(name, option):
+    """A document's file name in the repository, perhaps in a subfolder: every part a name (as
+    check_name), so it never leaves the folder."""
+    for part in str(name).split("/"):
+        check_name(part, "%s %r:" % (option, name))
+    return name
+
+
 def version_guard(before, name, version, replace, allow_older, what="release"):
     """The rule of `ota-tool release` and `release-app` over the document `before` already
     published as `name`: devices take the same version as installed already (a changed one would
@@ -228,7 +236,7 @@ def build(image, version, signing_keys, out_dir, channel="stable", security_vers
     if too_small:
         warnings.append("the image (%d bytes) does not fit every OTA slot of the layout (%s): devices refuse it as "
                         "too_large where it lands in a smaller one" % (len(image), ", ".join(map(str, too_small))))
-    manifest_file = check_name(manifest_name, "manifest name") if manifest_name else "%s.json" % check_name(channel)
+    manifest_file = check_file_name(manifest_name, "manifest name") if manifest_name else "%s.json" % check_name(channel)
     guarded = replace is not None or allow_older is not None
     before = published(os.path.join(out_dir, manifest_file)) if guarded else None
     kept = kept_extra = []
