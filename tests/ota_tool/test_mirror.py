@@ -106,7 +106,7 @@ def test_fleet_updates_through_the_gateway(world):
         assert f.read() == g.read()
     # a MicroPython board through the same gateway
     mp = board(world, "edge-mp")
-    out = mp.run_micropython(MP_MAIN, heap="192k")
+    out = mp.run_micropython(MP_MAIN, heap="208k")
     assert "check installed" in out.stdout, out.stdout + out.stderr
     # the devices' reports reached the cloud through the gateway
     assert wait_for(lambda: world["gw"].mirror.outbox.count() == 0)
@@ -284,7 +284,7 @@ def test_malicious_gateway_is_refused_by_every_device(world):
     shutil.rmtree(cache)
     shutil.copytree(pristine, cache)
     tamper_manifest_version(world, cache)
-    out = board(world, "mp").run_micropython(MP_MAIN, heap="192k")
+    out = board(world, "mp").run_micropython(MP_MAIN, heap="208k")
     assert "check refused" in out.stdout, out.stdout + out.stderr
     # the refusals were reported, through the (here still forwarding) gateway, to the cloud
     assert wait_for(lambda: world["gw"].mirror.outbox.count() == 0)

@@ -225,7 +225,7 @@ def test_devices_update_from_the_bucket(clean_bucket, rel):
     assert dev.run(lambda: ota_agent.Agent().check_now(reboot=False)).value == "installed"
     mp = sim.Device(str(rel["tmp"] / "micropython.bin"))
     shutil.copyfile(template.path, mp.path)
-    out = mp.run_micropython(MP_MAIN, heap="192k")  # as test_mirror: margin over the 160k of test_agent
+    out = mp.run_micropython(MP_MAIN, heap="208k")  # as test_mirror: a margin over test_agent's AGENT_HEAP
     assert "check installed" in out.stdout, out.stdout + out.stderr
     for d in (dev, mp):
         assert d.slot_image("ota_1", len(V2)) == V2
