@@ -138,11 +138,15 @@ def version_guard(before, name, version, replace, allow_older, what="release"):
     except (OTAError, TypeError, AttributeError):
         return None
     if old_key == new_key and not replace:
-        raise ToolError("%s already publishes %s %s: releasing it again would replace what devices see "
-                        "(its stage and its artifacts)" % (name, what, version),
-                        "release a new version, or add --replace (the stage and the artifacts that still fit "
-                        "the image are kept)" if what == "release" else
-                        "release a new version, or add --replace (devices that installed %s keep the one they have)" % version)
+        if what == "release":
+            raise ToolError("%s already publishes release %s: releasing it again would replace what devices see "
+                            "(its stage and its artifacts)" % (name, version),
+                            "release a new version, or add --replace (the stage and the artifacts that still fit "
+                            "the image are kept)")
+        raise ToolError("%s already publishes %s %s: devices that installed it would never take the new one "
+                        "(the same version)" % (name, what, version),
+                        "release a new version, or add --replace (new devices then get this one, devices that "
+                        "installed %s keep theirs)" % version)
     if new_key < old_key and not allow_older:
         raise ToolError("%s publishes %s, newer than %s: devices refuse an older %s (downgrade)" % (
             name, before.get("version"), version, what), "release a higher version (the old code under a new number), or add "
