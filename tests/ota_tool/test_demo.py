@@ -8,7 +8,7 @@ from ota_tool import cli
 def test_demo_under_micropython(tmp_path, capsys):
     rc = cli.main(["demo", "--interpreter", "micropython", "--workdir", str(tmp_path / "demo"), "--json"])
     out, err = capsys.readouterr()
-    assert rc == 0, err
+    assert rc == 0, out + err
     res = json.loads(out)
     assert res == {"ok": True, "running": "ota_1", "version": "2.0.0",
                    "boots": ["ota_0", "ota_0", "ota_1", "ota_1", "ota_0", "ota_1"]}
