@@ -244,14 +244,19 @@ ROOM = const(4096 + _DECODER_STATE)
 
 def reserve():
     """(block buffer, [room for a decoder]): the download's big blocks, taken before the manifest
-    is verified if the heap has them (else (None, None): install_release allocates them later).
-    A decoder allocates its state and window at its first read, and by then the verifier's code
-    has come and gone and TLS is up: under MicroPython the heap may have no 4 KiB hole left with
-    far more than that free (measured: `ota-tool demo` at 160-168k)."""
+    is verified as far as the heap has them (what it has not is None: install_release allocates
+    it later). A decoder allocates its state and window at its first read, and by then the
+    verifier's code has come and gone and TLS is up: under MicroPython the heap may have no 4 KiB
+    hole left with far more than that free (measured: `ota-tool demo` at 160-168k). The buffer is
+    kept when the room is not there: dropping both made the raw signed update fail at 150 KiB
+    (bench_update.py --targets' app) for want of a 4 KiB hole after the verification."""
+    buf = room = None
     try:
-        return bytearray(BLOCK), [bytearray(ROOM)]
+        buf = bytearray(BLOCK)
+        room = [bytearray(ROOM)]
     except MemoryError:
-        return None, None
+        pass  # the block buffer alone is still worth holding: a raw artifact needs no more
+    return buf, room
 
 
 def install_release(fetcher, manifest_url, m, progress=None, buf=None, room=None):

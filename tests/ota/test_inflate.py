@@ -229,6 +229,27 @@ def test_mp_zip_bomb_truncated_corrupt_trailing(mpy_dir, tmp_path):
     assert _mp_inflate(mpy_dir, tmp_path, compress(DATA["text"], wbits=15))[:2] == ["OTAError", "window_too_large"]
 
 
+def test_reserve_keeps_the_block_buffer_when_the_room_is_not_there(monkeypatch):
+    # A heap with a 4 KiB hole but no 6 KiB one: the buffer is still taken before the verification
+    # (a raw artifact needs nothing more); the room is then allocated by the download if needed.
+    from ota import update
+
+    def short_heap(n):
+        if n > 4096:
+            raise MemoryError("memory allocation failed, allocating %d bytes" % n)
+        return bytearray(n)
+
+    monkeypatch.setattr(update, "bytearray", short_heap, raising=False)
+    buf, room = update.reserve()
+    assert len(buf) == update.BLOCK and room is None
+
+    def no_heap(n):
+        raise MemoryError("memory allocation failed, allocating %d bytes" % n)
+
+    monkeypatch.setattr(update, "bytearray", no_heap, raising=False)
+    assert update.reserve() == (None, None)
+
+
 def test_room_for_the_window_is_given_back_at_the_first_read():
     # update.reserve() holds the decoder's room from before the verification; Inflate lets it go
     # just before the decoder allocates its window (its first read), not before, not never
