@@ -193,3 +193,62 @@ def test_flash_timing_model(tmp_path):
     t = dev.flash_timing.ms(dev.run(app).value)
     assert t["erase"] == 2 * 45.0 and t["program"] == pytest.approx(32 * 0.4)
     assert t["read"] >= 4096 / flashtiming.READ_BYTES_PER_MS
+
+
+NVS_OFFSET, NVS_SIZE = 0x9000, 0x4000  # partitions.csv
+
+
+def _newer_nvs_format(dev):
+    # An NVS partition a newer ESP-IDF wrote: page 0's header says format 0xFD (this IDF: 0xFE).
+    import binascii
+    import struct
+
+    hdr = bytearray(b"\xff" * 32)
+    struct.pack_into("<IIB", hdr, 0, 0xFFFFFFFC, 0, 0xFD)
+    struct.pack_into("<I", hdr, 28, binascii.crc32(bytes(hdr[4:28]), 0xFFFFFFFF))
+    with open(dev.path, "r+b") as f:
+        f.seek(NVS_OFFSET)
+        f.write(b"\xff" * NVS_SIZE)
+        f.seek(NVS_OFFSET)
+        f.write(hdr)
+
+
+def _nvs_round_trip():
+    import esp32
+
+    n = esp32.NVS("t")
+    n.set_i32("k", 7)
+    n.commit()
+    return n.get_i32("k")
+
+
+def test_nvs_is_initialised_at_boot_before_the_app(tmp_path):
+    # MicroPython runs nvs_flash_init() before any Python (ports/esp32/main.c, boardctrl_startup:
+    # erase and init again on NEW_VERSION_FOUND/NO_FREE_PAGES): the partition is erased at boot,
+    # under an app that never touches NVS too, and its load is not the app's first NVS call's time.
+    dev = new_device(tmp_path)
+    _newer_nvs_format(dev)
+    assert dev.run(lambda: None).kind == sim.RETURNED
+    assert dev.read(NVS_OFFSET + 8, 1) != b"\xfd"  # erased at that boot
+    assert dev.run(_nvs_round_trip).value == 7
+
+
+def test_power_cut_during_the_boot_time_nvs_erase(tmp_path):
+    # A cut before or during each flash operation of that erase (and of the page the fresh NVS
+    # starts): the next boot erases again and the app's NVS works.
+    from espsim import flash as sim_flash
+
+    dev = new_device(tmp_path)
+    cuts = 0
+    for mode in (sim_flash.CUT_BEFORE, sim_flash.CUT_TORN):
+        for n in range(8):
+            _newer_nvs_format(dev)
+            dev.arm_power_cut(n, mode)
+            out = dev.run(lambda: "ran")
+            if out.kind == sim.RETURNED:
+                assert n >= 1  # past the erase's last operation
+                break
+            assert out.kind == sim.POWER_CUT
+            cuts += 1
+            assert dev.run(_nvs_round_trip).value == 7
+    assert cuts >= 2

@@ -90,7 +90,21 @@ class Board:
         self.running = None
         self._nvs = None
         self.idf_heap = IdfHeap()
-        return bootloader.boot(self)
+        part = bootloader.boot(self)
+        self._nvs_flash_init()
+        return part
+
+    def _nvs_flash_init(self):
+        # MicroPython initialises NVS once at start-up, before any Python runs (ports/esp32/main.c,
+        # boardctrl_startup(): nvs_flash_init(), erased and again on NO_FREE_PAGES/NEW_VERSION_FOUND,
+        # any other result ignored): its page scan, repairs and erase happen at boot, not at the
+        # app's first NVS call. An error it ignores shows at that call instead (nvs() raises there).
+        from .nvs import NvsError
+
+        try:
+            self.nvs()
+        except (NvsError, OSError):
+            self._nvs = None
 
     def rtc_now(self):
         import time
