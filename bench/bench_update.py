@@ -204,6 +204,78 @@ print("DONE", r["artifact"], r["downloaded"], time.ticks_diff(time.ticks_ms(), t
 }
 
 
+# Where the signed update's heap goes: the raw signed update of SIGNED_APP["inline"], with the live
+# heap (gc.mem_alloc() after gc.collect(), above what the app started with) printed as each group
+# of modules loads and at each stage of update.update (wrapped from outside, the library unchanged).
+# The unix port's collector scans its C stack conservatively, so a stage may still count a little
+# of what the one before it dropped.
+PHASES_APP = """
+import gc, sys, time, ntptime
+ntptime.settime()
+gc.collect()
+A0 = gc.mem_alloc()
+def mark(what):
+    gc.collect()
+    print("PHASE", what, gc.mem_alloc() - A0, ",".join(sorted(k[4:] for k in sys.modules if k.startswith("ota."))))
+import ota
+mark("import_ota")
+from ota import http
+mark("import_http")
+from ota import trust
+mark("import_trust")
+from ota import update
+mark("import_update")
+fetcher = http.HttpFetcher(ca=open(%(ca)r, "rb").read())
+keys = trust.Trust.from_list([%(key)r])
+mark("fetcher_and_keys")
+def around(name, before, after=None):
+    real = getattr(update, name)
+    def stage(*a, **k):
+        mark(before)
+        out = real(*a, **k)
+        if after:
+            mark(after)
+        return out
+    setattr(update, name, stage)
+around("check", "reserved", "verified")
+around("forget_verifier", "release_copied", "verifier_dropped")
+around("install_release", "download_starts", "installed")
+r = update.update(fetcher, %(url)r, keys, reboot=False)
+mark("end")
+print("DONE", r["artifact"])
+"""
+PHASE_NAMES = {
+    "import_ota": "`import ota`",
+    "import_http": "+ `ota.http` (`compat.net`)",
+    "import_trust": "+ `ota.trust` (`ed25519`, `sha512`, `keyid`)",
+    "import_update": "+ `ota.update` (`ledger`, `slot`, `state`, `fetch`)",
+    "fetcher_and_keys": "HttpFetcher and Trust made",
+    "reserved": "update(): block buffer and decoder room reserved",
+    "verified": "manifest fetched, signatures and policy checked",
+    "release_copied": "verified release copied out, manifest dropped",
+    "verifier_dropped": "verification modules dropped (forget_verifier)",
+    "download_starts": "download starts",
+    "installed": "image written and set_boot done",
+    "end": "update() returned",
+}
+
+
+def heap_phases(world):
+    """[(phase, live bytes, modules of ota loaded)] of one raw signed update with a large heap."""
+    dev = sim.Device(os.path.join(world.dir, "dev.bin"))
+    shutil.copyfile(world.base, dev.path)
+    code = PHASES_APP % {"ca": world.ca, "url": world.srv.url + "repo-raw/stable.json", "key": world.key}
+    out = dev.run_micropython(APP_PRELUDE + code, heap="512k")
+    if "DONE" not in out.stdout.split():
+        sys.exit("the heap phases run failed: %s" % (out.stdout + out.stderr).strip().splitlines()[-1:])
+    rows = []
+    for line in out.stdout.splitlines():
+        w = line.split()
+        if len(w) >= 3 and w[0] == "PHASE":
+            rows.append((w[1], int(w[2]), w[3].split(",") if len(w) > 3 else []))
+    return rows
+
+
 _nvs_writes = [0]
 
 
@@ -346,7 +418,7 @@ def targets(args, work, v1, v2):
     worlds = [TargetWorld(work, v1, v2, i) for i in range(max(1, args.scan_sets))]
     try:
         runs = time_rounds(worlds[0], args.rounds)
-        out = {"time": time_table(runs)}
+        out = {"time": time_table(runs), "heap_phases": heap_phases(worlds[0])}
         if args.scan_runs:
             lo, hi, step = args.floor_scan
             out["heap_floor"] = heap_scan(_trials(worlds, "floor"), range(lo, hi + 1, step), args.scan_runs)
@@ -370,6 +442,13 @@ def print_targets(t, size):
             names[r["case"]], r["device_ms"], r["ratio"], r["wall_s"], r["wall_ratio"],
             "/".join(map(str, r["handshakes"])), "/".join(map(str, r["nvs_writes"])),
             "-" if r["downloaded"] is None else r["downloaded"]))
+    if t.get("heap_phases"):
+        print("\nWhere the raw signed update's heap goes (one run, 512 KiB heap): live bytes above what the app "
+              "started with, after gc.collect()\n")
+        print("| stage | live heap (bytes) | modules of `ota` loaded |")
+        print("|---|---:|---:|")
+        for phase, live, mods in t["heap_phases"]:
+            print("| %s | %d | %d |" % (PHASE_NAMES.get(phase, phase), live, len(mods)))
     for key, label in (("heap_floor", "floor"), ("heap_signed_raw", "signed update, raw artifact")):
         if key not in t:
             continue

@@ -63,3 +63,8 @@ def test_bench_update_targets():
     assert all(r["handshakes"] == [1] and r["device_ms"] > 0 for r in rows.values())  # keep-alive: one per check
     assert rows["raw"]["nvs_writes"][0] > 0 and rows["zlib"]["downloaded"] < rows["raw"]["downloaded"] > 140000
     assert fig["heap_floor"]["minimum_kib"] == 64 and fig["heap_signed_raw"]["minimum_kib"] == 256
+    phases = {p[0]: p[1] for p in fig["heap_phases"]}
+    assert list(phases)[0] == "import_ota" and "end" in phases
+    # the verification holds the most; dropping the verifier gives some of it back
+    assert phases["verified"] > phases["import_update"] > phases["import_ota"] > 0
+    assert phases["verifier_dropped"] < phases["release_copied"]
