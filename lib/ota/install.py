@@ -29,6 +29,8 @@ def _read_full(source, mv, want):
             n = source.readinto(mv[got:want])
         except OTAError:
             raise
+        except MemoryError:  # e.g. a decoder's window: the heap's failure, not the source's
+            raise OTAError("out_of_memory", "out of memory reading the image after %d bytes" % got)
         except Exception as e:  # a socket, file or UART error: never a half-trusted image
             raise OTAError("source_error", "reading the image failed after %d bytes: %r" % (got, e))
         if not n:

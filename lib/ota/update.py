@@ -138,11 +138,16 @@ def _fits(a):
 DELTAS = ("delta", "rdelta")
 
 
-def choose(m, run, buf, prefer_delta=True, avoid=None):
+def choose(m, run, buf, prefer_delta=True, avoid=None, decoder=True):
     """(artifact, base length or None): a delta whose base is the running image, else the
     smallest full artifact; only artifacts this device can decompress, and not `avoid` (one on
-    hold, see ledger.hold)."""
+    hold, see ledger.hold). decoder=False: the heap has no room for a decoder, the raw image only."""
     full = [a for a in m.artifacts if a.encoding not in DELTAS and _fits(a) and a is not avoid]
+    if not decoder:
+        full = [a for a in full if a.encoding == "raw"]
+        if not full:
+            raise OTAError("out_of_memory", "release %s: the heap has no %d-byte hole for a decoder and the release no "
+                           "raw image to take instead" % (m.version, ROOM))
     if not full and avoid is not None:
         raise OTAError("artifact_held", "release %s: its artifact failed after download here; it is retried "
                        "after a few checks (a mirror serving other bytes, or a broken release)" % m.version)
@@ -152,7 +157,7 @@ def choose(m, run, buf, prefer_delta=True, avoid=None):
     full.sort(key=lambda a: a.size)
     deltas = [a for a in m.artifacts if a.encoding in DELTAS and _fits(a) and a is not avoid]
     deltas.sort(key=lambda a: a.size)  # the smallest patch from the running image
-    if prefer_delta and deltas:
+    if prefer_delta and deltas and decoder:
         try:
             digest, length = _running_image_sha(run, buf)
         except OTAError:
@@ -250,13 +255,20 @@ def reserve():
     hole left with far more than that free (measured: `ota-tool demo` at 160-168k). The buffer is
     kept when the room is not there: dropping both made the raw signed update fail at 150 KiB
     (bench_update.py --targets' app) for want of a 4 KiB hole after the verification."""
-    buf = room = None
     try:
         buf = bytearray(BLOCK)
-        room = [bytearray(ROOM)]
     except MemoryError:
-        pass  # the block buffer alone is still worth holding: a raw artifact needs no more
-    return buf, room
+        return None, None
+    return buf, _room()  # the block buffer alone is still worth holding: a raw artifact needs no more
+
+
+def _room():
+    # [room for a decoder], or None when the heap has no hole that big: then only a raw artifact
+    # is chosen (choose), rather than one whose decoder would fail for want of it.
+    try:
+        return [bytearray(ROOM)]
+    except MemoryError:
+        return None
 
 
 def install_release(fetcher, manifest_url, m, progress=None, buf=None, room=None):
@@ -268,6 +280,8 @@ def install_release(fetcher, manifest_url, m, progress=None, buf=None, room=None
     through the ledger's journal. What is already in the slot is re-hashed, not trusted. A delta
     or compressed artifact that does not produce the signed image is replaced, once, by a full one."""
     buf = buf or bytearray(BLOCK)
+    if not room:
+        room = _room()
     run = slot.running()
     hold = ledger.hold()
     avoid = None
@@ -276,7 +290,7 @@ def install_release(fetcher, manifest_url, m, progress=None, buf=None, room=None
             avoid = a
     if avoid is not None:
         ledger.held_once(hold)
-    art, base_len = choose(m, run, buf, avoid=avoid)
+    art, base_len = choose(m, run, buf, avoid=avoid, decoder=room is not None)
     try:
         result = _install_artifact(fetcher, manifest_url, m, run, art, base_len, progress, buf, room)
     except OTAError as e:
@@ -312,7 +326,7 @@ def install_release(fetcher, manifest_url, m, progress=None, buf=None, room=None
 
 
 # Failures that say nothing against an artifact (the network, the device's state): no fallback.
-_NOT_THE_ARTIFACT = _RESUMABLE + ("timeout", "tls", "tls_verify", "dns", "insecure", "no_ca", "bad_ca",
+_NOT_THE_ARTIFACT = _RESUMABLE + ("timeout", "tls", "tls_verify", "dns", "insecure", "no_ca", "bad_ca", "out_of_memory",
                                   "pending_verify", "reboot_pending", "no_ota_partition", "flash_error",
                                   "flash_verify_failed", "too_large",
                                   # a resume the server's replicas did not follow (ETags that differ)
@@ -335,8 +349,9 @@ def _failed(art, e):
 
 
 def _fallback(m, art, e, avoid=None):
-    # The full artifact to use when a delta or compressed one failed by itself, else None.
-    if art.encoding == "raw" or not _its_own(e):
+    # The full artifact to use when a delta or compressed one failed by itself (or its decoder
+    # found no room in the heap: the raw image needs none), else None.
+    if art.encoding == "raw" or not (_its_own(e) or e.reason == "out_of_memory"):
         return None
     full = [a for a in m.artifacts if a.encoding not in DELTAS and a is not art and a is not avoid and _fits(a)]
     if not full:
@@ -360,7 +375,10 @@ def _install_artifact(fetcher, manifest_url, m, run, art, base_len, progress, bu
             del room[:]  # no decoder: its room goes back to the heap (the caller holds the list)
         room = None
     elif not room:
-        room = [bytearray((1 << art.wbits) + _DECODER_STATE)]  # inflate.Inflate frees it just in time
+        try:
+            room = [bytearray((1 << art.wbits) + _DECODER_STATE)]  # inflate.Inflate frees it just in time
+        except MemoryError:
+            raise OTAError("out_of_memory", "no room in the heap for the %s artifact's decoder" % art.encoding)
     url = resolve(manifest_url, art.url)
     ident = {"m": _hex(m.sha256), "a": _hex(art.sha256), "slot": slot.label(target)}
     tag = art.sha256[0]
@@ -456,7 +474,19 @@ def update(fetcher, manifest_url, trust, facts=None, reboot=True, progress=None,
     """Check for, download, verify and install the release the manifest at `manifest_url` names.
 
     Returns None when there is nothing to install ("up_to_date"), the install result otherwise;
-    resets into the new image when `reboot`. Every refusal is an OTAError with a reason."""
+    resets into the new image when `reboot`. Every refusal is an OTAError with a reason, and so is
+    a heap too small for the update ("out_of_memory")."""
+    try:
+        return _update(fetcher, manifest_url, trust, facts, reboot, progress, verify)
+    except MemoryError:
+        from .compat import collect
+
+        collect()
+        raise OTAError("out_of_memory", "out of memory during the update: load less before it, or use the "
+                       "firmware with the library frozen in (firmware/)")
+
+
+def _update(fetcher, manifest_url, trust, facts, reboot, progress, verify):
     buf, room = reserve()
     try:
         m = check(fetcher, manifest_url, trust, facts, verify)

@@ -13,6 +13,10 @@ and key (bench_update.py --targets' inline app): raw fails 118-128, passes 129-1
 (131/133-155 at that allocation). A board in that window never installs a compressed or delta
 release through the public API, and sees a traceback the README says it will not get ("Every
 refusal is an ota.OTAError"). The agent turns it into out_of_memory (transient, retried forever).
+
+Fixed: without room for a decoder the raw image is chosen (update.choose(decoder=False)); a decoder
+that runs out part-way falls back to the raw image; a MemoryError out of update.update() is
+OTAError("out_of_memory") (tests/ota/test_update_heap.py).
 """
 import os
 import shutil
@@ -82,7 +86,7 @@ def test_control_raw_only_release_installs_at_this_heap(world, heap):
 @pytest.mark.parametrize("heap", HEAPS)
 @pytest.mark.parametrize("kind", ("zlib", "delta", "rdelta"))
 def test_release_with_raw_and_compressed_artifacts_installs_or_refuses_cleanly(world, kind, heap):
-    # FAILS (finding): BARE_MEMORYERROR "allocating 6144 bytes" from update._install_artifact,
+    # Failed before the fix: BARE_MEMORYERROR "allocating 6144 bytes" from update._install_artifact,
     # where the release's own raw artifact would have installed (the control above).
     out = run(world, kind, heap)
     assert "BARE_MEMORYERROR" not in out.stdout, "update.update() raised a bare MemoryError: " + out.stdout
